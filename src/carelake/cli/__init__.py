@@ -1,0 +1,1 @@
+"""The `carelake` command line."""

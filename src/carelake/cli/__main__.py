@@ -1,0 +1,3 @@
+from carelake.cli.main import app
+
+app()

@@ -1,0 +1,86 @@
+"""Every carelake setting, read from the environment in this one module.
+
+Each setting has one documented variable name (``CARELAKE_<FIELD>``, upper case) and a local
+default that points at the project's own stack under ``.local/``. A process builds one frozen
+``Settings`` with :func:`settings` and passes it down; nothing else reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def repo_root() -> Path:
+    """The checkout this package runs from (src/carelake/config.py -> two levels up from src)."""
+    return Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    """One frozen settings object per process (quix-streams' ApplicationConfig pattern)."""
+
+    model_config = SettingsConfigDict(env_prefix="CARELAKE_", frozen=True, extra="ignore")
+
+    home: Path = Field(
+        default_factory=lambda: repo_root() / ".local",
+        description="Folder holding all local state (stack data, logs, caches); `make clean` removes it.",
+    )
+    kafka_port: int = Field(19092, description="Local Kafka broker's client port.")
+    kafka_controller_port: int = Field(19093, description="Local KRaft controller port.")
+    kafka_bootstrap: str = Field("", description="Bootstrap servers; default 127.0.0.1:<kafka_port>.")
+    kafka_heap: str = Field("768m", description="Max Java heap of the local broker.")
+    pg_port: int = Field(15432, description="Local PostgreSQL port.")
+    pg_dsn: SecretStr = Field(
+        SecretStr(""), description="PostgreSQL DSN; default the local instance's `carelake` database."
+    )
+    redis_port: int = Field(16379, description="Local Redis port.")
+    redis_url: SecretStr = Field(SecretStr(""), description="Redis URL; default the local instance.")
+    gold_port: int = Field(18123, description="Port of the local Gold front (ClickHouse HTTP over chDB).")
+    gold_url: str = Field("", description="ClickHouse HTTP URL of Gold; default the local front.")
+    bronze_dir: Path | None = Field(None, description="Local Bronze object store; default <home>/bronze.")
+    schema_dir: Path = Field(
+        default_factory=lambda: repo_root() / "schemas" / "avro",
+        description="Folder of the Avro contracts (.avsc).",
+    )
+    topic_catalog: Path = Field(
+        default_factory=lambda: repo_root() / "schemas" / "topics.toml",
+        description="The topic catalog file.",
+    )
+    topic_prefix: str = Field("", description="Prefix on every topic name (tests and side-by-side environments).")
+    batch_size: int = Field(500, description="Messages a service consumes and processes per batch.")
+    session_timeout_ms: int = Field(10_000, description="Kafka consumer session timeout: how soon a dead member's partitions move.")
+    instance_id: str = Field("", description="Static consumer-group member id (a StatefulSet pod name); a restart with the same id resumes at once.")
+    metrics_port: int = Field(0, description="Port of a service's /metrics and /healthz; 0 = its default.")
+    log_level: str = Field("INFO", description="Log level of every process (JSON lines on stderr).")
+    stack_timeout_s: float = Field(90.0, description="How long `stack up` waits for each part to answer.")
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def postgres_dsn(self) -> str:
+        return self.pg_dsn.get_secret_value() or (
+            f"postgresql://carelake@127.0.0.1:{self.pg_port}/carelake"
+        )
+
+    @property
+    def redis(self) -> str:
+        return self.redis_url.get_secret_value() or f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def gold(self) -> str:
+        return self.gold_url or f"http://127.0.0.1:{self.gold_port}"
+
+    @property
+    def bronze(self) -> Path:
+        return self.bronze_dir or self.home / "bronze"
+
+
+@functools.cache
+def settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

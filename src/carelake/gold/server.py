@@ -1,0 +1,591 @@
+"""The Gold store front: one process owns a chDB data path and speaks ClickHouse's HTTP interface.
+
+A chDB data path can be opened by one process only, so every component talks to Gold through
+clickhouse-connect at one URL; production points that URL at a real ClickHouse server instead.
+
+    python -m carelake.gold.server --path DIR --host 127.0.0.1 --port 8123
+
+The first half of this module is pure (request parsing, statement splitting, errors, body
+decompression) and unit-tested without a server; the second half is the I/O (chDB, HTTP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.parser
+import email.policy
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import IO, Any
+from urllib.parse import parse_qsl, urlsplit
+
+from carelake.errors import CarelakeError
+
+try:  # both ship with clickhouse-connect (its own insert compressors), so a stock client works
+    import lz4.frame as _lz4_frame
+except ImportError:  # pragma: no cover
+    _lz4_frame = None
+try:
+    from backports import zstd as _zstd
+except ImportError:  # pragma: no cover
+    _zstd = None
+
+MAX_QUERY_SIZE = 256 * 1024  # ClickHouse's default max_query_size; a longer non-INSERT is refused
+SPOOL_IN_MEMORY = 1 << 20  # request bodies above this go to a temp file, not memory
+CHUNK = 256 * 1024
+
+# URL parameters that belong to the HTTP protocol (or to a real server's session handling),
+# not to the query: they are consumed here or ignored, never SET on the engine.
+HTTP_ONLY = frozenset({
+    "query", "database", "default_format", "query_id", "session_id", "session_timeout",
+    "session_check", "wait_end_of_query", "buffer_size", "compress", "decompress", "user",
+    "password", "quota_key", "role", "client_protocol_version", "enable_http_compression",
+    "http_zlib_compression_level", "send_progress_in_http_headers",
+    "http_headers_progress_interval_ms", "cancel_http_readonly_queries_on_client_close",
+    "http_native_compression_disable_checksumming_on_decompress", "add_http_cors_header",
+    "http_response_buffer_size", "http_wait_end_of_query", "readonly",
+})
+# chDB's Python-side pseudo formats return Python objects, not bytes: never a wire format.
+_PSEUDO_FORMATS = frozenset({"dataframe", "datastore", "arrowtable", "debug"})
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CODE = re.compile(r"Code:\s*(\d+)\.")
+_ERROR_NAME = re.compile(r"\(([A-Z][A-Z0-9_]+)\)")
+_FORMAT_TAIL = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*(?:SETTINGS\b[^;]*)?;?\s*\Z", re.I)
+# An INSERT whose data follows it: `INSERT INTO t (a) FORMAT Native<data>` or `... VALUES <data>`.
+# The head may not contain SELECT (INSERT ... SELECT carries no data). Run on latin-1 text so
+# character offsets are byte offsets into a binary body.
+_INSERT = re.compile(
+    r"\A\s*(?P<head>INSERT\s+INTO\s+\S(?:(?!\bSELECT\b).)*?)"
+    r"(?:\s+FORMAT\s+(?P<fmt>[A-Za-z0-9_]+)|(?:\s+|(?<=\)))(?P<values>VALUES)\b)",
+    re.I | re.S,
+)
+
+# ClickHouse's exceptionCodeToHTTPStatus, reduced to the codes chDB can raise here.
+_BAD_REQUEST = {6, 15, 25, 26, 27, 36, 38, 41, 44, 53, 62, 72, 117, 321, 456, 457}
+_NOT_FOUND = {46, 47, 50, 56, 60, 63, 73, 81, 115}
+_STATUS = {48: 501, 159: 408, 164: 403}
+
+
+class GoldHttpError(CarelakeError):
+    """An error answered the way ClickHouse answers it: `Code: n. DB::Exception: msg. (NAME)`."""
+
+    def __init__(self, code: int, name: str, message: str, text: str | None = None) -> None:
+        self.code, self.name, self.message = code, name, message
+        self.text = text or f"Code: {code}. DB::Exception: {message.rstrip('.')}. ({name})"
+        self.http_status = _STATUS.get(code, 400 if code in _BAD_REQUEST else 404 if code in _NOT_FOUND else 500)
+        super().__init__(self.text)
+
+    def body(self) -> bytes:
+        return self.text.rstrip("\n").encode("utf-8", "replace") + b"\n"
+
+
+def error_from_exception(exc: BaseException) -> GoldHttpError:
+    """Turn a chDB exception (or anything else) into the ClickHouse-shaped error, keeping its code."""
+    if isinstance(exc, GoldHttpError):
+        return exc
+    text = str(exc)
+    m = _CODE.search(text)
+    if not m:
+        return GoldHttpError(1001, "STD_EXCEPTION", f"{type(exc).__name__}: {text}")
+    text = text[m.start():]  # drop wrappers such as "Streaming insert finish failed: "
+    names = _ERROR_NAME.findall(text)
+    return GoldHttpError(int(m.group(1)), names[-1] if names else "UNKNOWN_EXCEPTION", text, text=text)
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    """What the URL, headers and form fields ask for, before any body is looked at."""
+
+    query: str | None
+    database: str = "default"
+    default_format: str = "TabSeparated"
+    query_id: str = ""
+    readonly: bool = False
+    settings: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+
+
+def parse_request(pairs: Iterable[tuple[str, str]], headers: Mapping[str, str], method: str) -> QueryRequest:
+    """Split URL/form parameters into the query, HTTP options, settings and `param_<name>` values."""
+    values: dict[str, str] = {}
+    params: dict[str, str] = {}
+    for key, value in pairs:
+        if key.startswith("param_") and len(key) > 6:
+            params[key[6:]] = value
+        else:
+            values[key] = value
+    for flag in ("compress", "decompress"):  # ClickHouse's own block compression, not HTTP's
+        if values.get(flag, "0") not in ("", "0"):
+            raise GoldHttpError(48, "NOT_IMPLEMENTED", f"'{flag}=1' (ClickHouse block compression) is not supported; use HTTP compression")
+    fmt = values.get("default_format") or headers.get("X-ClickHouse-Format") or "TabSeparated"
+    if not _NAME.match(fmt) or fmt.lower() in _PSEUDO_FORMATS:
+        raise GoldHttpError(73, "UNKNOWN_FORMAT", f"Unknown format {fmt}")
+    # GET is read-only in ClickHouse; `readonly` cannot be SET and restored on a shared session,
+    # so the front enforces it itself from the statement's class.
+    readonly = method in ("GET", "HEAD") or values.get("readonly", "0") not in ("", "0")
+    settings = {k: v for k, v in values.items() if k not in HTTP_ONLY}
+    bad = [k for k in settings if not _NAME.match(k)]
+    if bad:
+        raise GoldHttpError(115, "UNKNOWN_SETTING", f"Unknown setting '{bad[0]}'")
+    return QueryRequest(
+        query=values.get("query"),
+        database=values.get("database") or headers.get("X-ClickHouse-Database") or "default",
+        default_format=fmt,
+        query_id=values.get("query_id") or str(uuid.uuid4()),
+        readonly=readonly,
+        settings=settings,
+        params=params,
+    )
+
+
+def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, str]]:
+    """Form fields of a multipart/form-data body (clickhouse-connect sends large parameters so)."""
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    fields: list[tuple[str, str]] = []
+    for part in msg.iter_parts() if msg.is_multipart() else ():
+        if part.get_filename() is not None:
+            raise GoldHttpError(48, "NOT_IMPLEMENTED", "external data (file form fields) is not supported")
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True) or b""
+        if name:
+            fields.append((str(name), payload.decode("utf-8")))
+    return fields
+
+
+@dataclass(frozen=True)
+class Statement:
+    """What to run: a plain query, or an INSERT head plus a format for the data that follows it."""
+
+    sql: str
+    insert_format: str | None = None  # set: stream inline_data, then the body from body_offset
+    inline_data: bytes = b""
+    body_offset: int = 0
+
+    @property
+    def classified_sql(self) -> str:
+        """The statement as the engine's classifier must see it (an INSERT head needs its FORMAT)."""
+        return f"{self.sql} FORMAT {self.insert_format}" if self.insert_format else self.sql
+
+
+def _data_start(text: str, pos: int) -> int:
+    """ClickHouse: data starts after the first newline if there is one, else after the blanks."""
+    while pos < len(text) and text[pos] in " \t\f":
+        pos += 1
+    if text.startswith("\r", pos):
+        pos += 1
+    if text.startswith("\n", pos):
+        pos += 1
+    return pos
+
+
+def _match_insert(text: str) -> tuple[str, str, int] | None:
+    m = _INSERT.match(text)
+    if not m:
+        return None
+    fmt = m.group("fmt") or "Values"
+    return m.group("head"), fmt, _data_start(text, m.end())
+
+
+def split_statement(query_param: str | None, head: bytes, body_size: int) -> Statement:
+    """Apply ClickHouse's rule: with `?query=`, the body is the INSERT's data (or the query's tail);
+    without it, the query is at the head of the body and any INSERT data follows it."""
+    if query_param is not None:
+        found = _match_insert(query_param) if body_size else None
+        if found:
+            sql, fmt, start = found
+            return Statement(sql, fmt, inline_data=query_param[start:].encode())
+        if not body_size:
+            return Statement(query_param)
+        sql = query_param + "\n" + _whole_text(head, body_size)
+    else:
+        found = _match_insert(head.decode("latin-1"))
+        if found:
+            sql, fmt, start = found
+            return Statement(sql.encode("latin-1").decode("utf-8"), fmt, body_offset=start)
+        sql = _whole_text(head, body_size)
+    if not sql.strip():
+        raise GoldHttpError(62, "SYNTAX_ERROR", "Empty query")
+    return Statement(sql)
+
+
+def _whole_text(head: bytes, body_size: int) -> str:
+    if body_size > len(head) or body_size > MAX_QUERY_SIZE:
+        raise GoldHttpError(62, "SYNTAX_ERROR", f"Max query size exceeded ({MAX_QUERY_SIZE} bytes); only INSERT ... FORMAT may carry a large body")
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GoldHttpError(36, "BAD_ARGUMENTS", f"query is not valid UTF-8: {exc}") from None
+
+
+def output_format(sql: str, default_format: str) -> str:
+    """The format the answer is in: the query's own FORMAT clause wins over default_format."""
+    m = _FORMAT_TAIL.search(sql)
+    return m.group(1) if m else default_format
+
+
+def content_type(fmt: str) -> str:
+    f = fmt.lower()
+    if f.startswith(("tabseparated", "tsv")):
+        return "text/tab-separated-values; charset=UTF-8"
+    if f.startswith("csv"):
+        return "text/csv; charset=UTF-8; header=absent"
+    if f.startswith(("json", "ndjson")):
+        return "application/json; charset=UTF-8"
+    if f.startswith(("pretty", "vertical", "markdown", "values")):
+        return "text/plain; charset=UTF-8"
+    return "application/octet-stream"
+
+
+def sql_string(value: str) -> str:
+    """A ClickHouse single-quoted literal: the value can never end the string early."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def settings_delta(requested: Mapping[str, str], baseline: Mapping[str, str]) -> dict[str, str]:
+    """The settings that must be SET for this request: known ones that differ from the session's."""
+    for name in requested:
+        if name not in baseline:
+            raise GoldHttpError(115, "UNKNOWN_SETTING", f"Unknown setting '{name}'")
+    return {k: v for k, v in requested.items() if baseline[k] != v}
+
+
+class BodyDecoder:
+    """Undo the request's Content-Encoding incrementally. clickhouse-connect compresses inserts with
+    lz4 by default (zstd without lz4), one frame per block, so frames are decoded back to back."""
+
+    def __init__(self, encoding: str | None) -> None:
+        enc = (encoding or "").strip().lower()
+        factories: dict[str, Any] = {
+            "gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
+            "x-gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
+            "deflate": zlib.decompressobj,
+        }
+        if _lz4_frame is not None:
+            factories["lz4"] = _lz4_frame.LZ4FrameDecompressor
+        if _zstd is not None:
+            factories["zstd"] = _zstd.ZstdDecompressor
+        if enc not in ("", "identity") and enc not in factories:
+            raise GoldHttpError(48, "NOT_IMPLEMENTED", f"Unsupported Content-Encoding: {encoding}")
+        self._factory = factories.get(enc)
+        self._dec = self._factory() if self._factory else None
+        self._open = False  # a frame has started and not ended
+
+    def feed(self, data: bytes) -> bytes:
+        if self._dec is None:
+            return data
+        out = []
+        try:
+            while data:
+                self._open = True
+                out.append(self._dec.decompress(data))
+                if not self._dec.eof:
+                    break
+                data, self._dec, self._open = self._dec.unused_data, self._factory(), False
+        except Exception as exc:
+            raise GoldHttpError(271, "CANNOT_DECOMPRESS", f"cannot decode request body: {exc}") from None
+        return b"".join(out)
+
+    def finish(self) -> None:
+        if self._open:
+            raise GoldHttpError(271, "CANNOT_DECOMPRESS", "compressed request body is truncated")
+
+
+# --------------------------------------------------------------------------------------- I/O
+
+
+_LOG_LOCK = threading.Lock()
+
+
+def _log(**fields: Any) -> None:
+    """One JSON line on stderr; never the data."""
+    line = json.dumps(fields, default=str) + "\n"
+    with _LOG_LOCK:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+
+@dataclass
+class Outcome:
+    body: bytes
+    fmt: str
+    summary: dict[str, str]
+
+
+class GoldEngine:
+    """The one chDB session on the data path.
+
+    chDB session state is per connection (current database, SET settings) and a streaming insert
+    occupies the connection until it finishes, so every use goes through ``self._lock``: one
+    statement at a time, each starting from the same baseline (database chosen, settings reset).
+    Request bodies are spooled before the lock is taken, so a slow client never holds it.
+    """
+
+    def __init__(self, path: str) -> None:
+        from chdb.session import Session  # heavy import, only in the server process
+
+        os.makedirs(path, exist_ok=True)
+        self._lock = threading.Lock()
+        self._session: Any = Session(path)
+        # classify_query (the engine's own parser) lives on the extension object behind the
+        # wrapper; chdb.durable reaches it the same way.
+        self._raw = getattr(self._session._conn, "_conn", None)
+        if not hasattr(self._raw, "classify_query"):
+            raise GoldHttpError(48, "NOT_IMPLEMENTED", "this chdb-core lacks classify_query; need chdb-core >= 26.7.3")
+        self.version, self.timezone = self._query("SELECT version(), timezone()").bytes().decode().strip().split("\t")
+        self.baseline = self._all_settings()
+
+    def _query(self, sql: str, fmt: str = "TabSeparated", params: dict[str, str] | None = None) -> Any:
+        return self._session.query(sql, fmt, params=params or {})
+
+    def _all_settings(self) -> dict[str, str]:
+        rows = self._query("SELECT name, value FROM system.settings", "JSONCompactEachRow").bytes()
+        return {name: value for name, value in map(json.loads, rows.splitlines())}
+
+    def _check(self, stmt: Statement, readonly: bool) -> str:
+        report = self._raw.classify_query(stmt.classified_sql, "")
+        kind = getattr(report["query_class"], "name", str(report["query_class"]))
+        if int(report["statement_count"]) > 1:
+            raise GoldHttpError(62, "SYNTAX_ERROR", "Multi-statements are not allowed")
+        if readonly and kind not in ("READ_ONLY", "UNKNOWN"):  # UNKNOWN does not parse: chDB says why
+            raise GoldHttpError(164, "READONLY", "Cannot execute query in readonly mode. For queries over HTTP, method GET implies readonly. You should use method POST for modifying queries")
+        return kind
+
+    def execute(self, req: QueryRequest, stmt: Statement, data: Iterable[bytes]) -> Outcome:
+        fmt = output_format(stmt.sql, req.default_format) if stmt.insert_format is None else req.default_format
+        with self._lock:
+            if self._session is None:
+                raise GoldHttpError(236, "ABORTED", "server is shutting down")
+            kind = self._check(stmt, req.readonly)
+            delta = settings_delta(req.settings, self.baseline)
+            self._query("USE {db:Identifier}", params={"db": req.database})
+            applied: list[str] = []
+            try:
+                for name, value in delta.items():  # names are known settings: safe as identifiers
+                    self._query(f"SET {name} = {sql_string(value)}")
+                    applied.append(name)
+                if stmt.insert_format:
+                    return self._insert(stmt, data, fmt)
+                t0 = time.perf_counter()
+                res = self._query(stmt.sql, req.default_format, req.params)
+                body = res.bytes()
+                return Outcome(body, fmt, _summary(res.storage_rows_read(), res.storage_bytes_read(), res.rows_written(), res.bytes_written(), res.rows_read(), len(body), time.perf_counter() - t0))
+            finally:
+                self._restore(applied if kind != "CONTROL" else None)
+
+    def _insert(self, stmt: Statement, data: Iterable[bytes], fmt: str) -> Outcome:
+        inserter = self._session.send_insert(stmt.sql, stmt.insert_format)
+        try:
+            for chunk in data:
+                inserter.append(chunk)
+            res = inserter.finish()
+        except BaseException:
+            try:
+                inserter.cancel()  # no-op once finish() ran
+            except Exception as exc:  # the original error matters more
+                _log(event="insert_cancel_failed", error=str(exc))
+            raise
+        return Outcome(b"", fmt, _summary(0, 0, res.rows_written, res.bytes_written, 0, 0, res.elapsed))
+
+    def _restore(self, names: list[str] | None) -> None:
+        """Put settings back to the baseline; None means "the statement may have SET anything"."""
+        try:
+            if names is None:
+                current = self._all_settings()
+                names = [k for k, v in self.baseline.items() if current.get(k) != v]
+            for name in names:
+                self._query(f"SET {name} = {sql_string(self.baseline[name])}")
+        except Exception as exc:  # never mask the request's own outcome; make the drift visible
+            _log(event="settings_restore_failed", error=str(exc))
+
+    def close(self) -> None:
+        with self._lock:  # waits for the statement in flight
+            if self._session is not None:
+                self._session.close()
+                self._session = None
+
+
+def _summary(read_rows: int, read_bytes: int, written_rows: int, written_bytes: int,
+             result_rows: int, result_bytes: int, elapsed_s: float) -> dict[str, str]:
+    """X-ClickHouse-Summary: ClickHouse sends every number as a string."""
+    return {k: str(v) for k, v in {
+        "read_rows": read_rows, "read_bytes": read_bytes, "written_rows": written_rows,
+        "written_bytes": written_bytes, "total_rows_to_read": read_rows, "result_rows": result_rows,
+        "result_bytes": result_bytes, "elapsed_ns": int(elapsed_s * 1e9)}.items()}
+
+
+class GoldServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], engine: GoldEngine) -> None:
+        self.engine = engine
+        self.display_name = socket.gethostname()
+        super().__init__(address, GoldHandler)
+
+
+class GoldHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: clickhouse-connect pools connections
+    server: GoldServer
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def do_HEAD(self) -> None:
+        self._handle()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - one JSON line instead
+        pass
+
+    def _handle(self) -> None:
+        t0 = time.perf_counter()
+        self._query_id, self._head = "", ""
+        try:
+            status, body, headers = self._answer(urlsplit(self.path))
+            code = None
+        except Exception as exc:  # every failure is answered the ClickHouse way
+            err = error_from_exception(exc)
+            if err.code == 1001:
+                _log(event="internal_error", error=repr(exc))
+            status, body, code = err.http_status, err.body(), err.code
+            headers = {"Content-Type": "text/plain; charset=UTF-8", "X-ClickHouse-Exception-Code": str(code)}
+        headers["X-ClickHouse-Server-Display-Name"] = self.server.display_name
+        if self._query_id:
+            headers["X-ClickHouse-Query-Id"] = self._query_id
+        try:
+            self.send_response(status)
+            for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except OSError:  # the client went away; nothing left to tell it
+            self.close_connection = True
+        _log(method=self.command, query=self._head, status=status,
+             ms=round((time.perf_counter() - t0) * 1000, 2), **({"code": code} if code else {}))
+
+    def _answer(self, url: Any) -> tuple[int, bytes, dict[str, str]]:
+        with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) as body:
+            size = self._read_body(body)  # always drained first: keeps keep-alive framing intact
+            pairs = parse_qsl(url.query, keep_blank_values=True)
+            if url.path == "/ping" or (url.path == "/" and self.command in ("GET", "HEAD")
+                                       and not size and "query" not in dict(pairs)):
+                return 200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"}
+            if url.path != "/":
+                return 404, f"There is no handle {url.path}\n\nUse / or /ping\n".encode(), {}
+            body.seek(0)
+            ctype = self.headers.get("Content-Type", "")
+            if ctype.startswith("multipart/form-data"):  # the form holds query/params, not data
+                pairs, size = pairs + parse_multipart(body.read(), ctype), 0
+            req = parse_request(pairs, self.headers, self.command)
+            self._query_id, self._head = req.query_id, (req.query or "")[:200]
+            stmt = split_statement(req.query, body.read(MAX_QUERY_SIZE + 1) if size else b"", size)
+            self._head = stmt.sql[:200]  # for an INSERT: the statement, never the data
+            out = self.server.engine.execute(req, stmt, _chunks(stmt.inline_data, body if size else None, stmt.body_offset))
+        return 200, out.body, {
+            "Content-Type": content_type(out.fmt),
+            "X-ClickHouse-Format": out.fmt,
+            "X-ClickHouse-Timezone": req.settings.get("session_timezone") or self.server.engine.timezone,
+            "X-ClickHouse-Summary": json.dumps(out.summary),
+        }
+
+    def _read_body(self, sink: IO[bytes]) -> int:
+        """Stream the (possibly chunked, possibly compressed) body into sink; return its size."""
+        try:
+            decoder = BodyDecoder(self.headers.get("Content-Encoding"))
+            for piece in self._raw_body():
+                sink.write(decoder.feed(piece))
+            decoder.finish()
+        except BaseException:
+            self.close_connection = True  # the rest of the body is unread: the connection is done
+            raise
+        return sink.tell()
+
+    def _raw_body(self) -> Iterator[bytes]:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                line = self.rfile.readline(1024)
+                try:
+                    size = int(line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    raise GoldHttpError(36, "BAD_ARGUMENTS", "malformed chunked request body") from None
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return
+                yield from self._exactly(size)
+                self.rfile.readline(8)  # CRLF after the chunk
+        else:
+            yield from self._exactly(int(self.headers.get("Content-Length") or 0))
+
+    def _exactly(self, n: int) -> Iterator[bytes]:
+        while n > 0:
+            piece = self.rfile.read(min(n, CHUNK))
+            if not piece:
+                raise GoldHttpError(36, "BAD_ARGUMENTS", "request body ended early")
+            n -= len(piece)
+            yield piece
+
+
+def _chunks(prefix: bytes, body: IO[bytes] | None, offset: int) -> Iterator[bytes]:
+    """The INSERT's data: what came inline in the query text, then the spooled body from offset."""
+    if prefix:
+        yield prefix
+    if body is None:
+        return
+    body.seek(offset)
+    while piece := body.read(CHUNK):
+        yield piece
+
+
+def make_server(path: str, host: str = "127.0.0.1", port: int = 8123) -> GoldServer:
+    """Open the chDB data path and bind the HTTP port (0 picks a free one); not yet serving."""
+    return GoldServer((host, port), GoldEngine(path))
+
+
+def serve(path: str, host: str, port: int) -> None:
+    """Serve until SIGTERM/SIGINT, then stop accepting, finish the statement in flight, close chDB."""
+    server = make_server(path, host, port)
+
+    def stop(signum: int, _frame: Any) -> None:
+        # shutdown() waits for serve_forever() to return, which runs in this (the main) thread.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    _log(event="listening", host=server.server_address[0], port=server.server_address[1], path=path,
+         version=server.engine.version)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        server.engine.close()
+        _log(event="stopped", path=path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="carelake.gold.server", description=__doc__.splitlines()[0])
+    parser.add_argument("--path", required=True, help="chDB data directory (one process only)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8123)
+    args = parser.parse_args(argv)
+    serve(args.path, args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Find a service by name and run it: what `carelake run <service>` (and its container) does.
+
+Services register a builder under the ``carelake.services`` entry-point group in pyproject.toml:
+``normalizer = "carelake_normalizer.service:build"``, where ``build(settings) -> StreamService``.
+A ``module:attr`` path runs an unregistered builder (tests, experiments).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from importlib.metadata import entry_points
+
+from carelake.config import Settings
+from carelake.errors import ConfigError
+from carelake.logs import configure_logging
+from carelake.stream.admin import check_topics
+from carelake.stream.health import serve_health
+from carelake.stream.runtime import Runner, RunnerConfig, StreamService
+from carelake.topics import load_catalog
+
+# One well-known metrics port per service so Prometheus and the k8s manifests agree.
+DEFAULT_METRICS_PORTS = {
+    "ingest-gateway": 9101, "normalizer": 9102, "dedup-mpi": 9103, "quality-monitor": 9104,
+    "feature-store": 9105, "scorer": 9106, "lake-writer": 9107,
+}
+PLANNED = tuple(DEFAULT_METRICS_PORTS)
+
+Builder = Callable[[Settings], StreamService]
+
+
+def registered() -> dict[str, str]:
+    """Built services: name -> entry point value."""
+    return {ep.name: ep.value for ep in entry_points(group="carelake.services")}
+
+
+def load_builder(name: str) -> Builder:
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    for ep in entry_points(group="carelake.services"):
+        if ep.name == name:
+            return ep.load()
+    built = sorted(registered())
+    if name in PLANNED:
+        raise ConfigError(f"service {name!r} is planned but not built yet; built: {built or 'none'}")
+    raise ConfigError(f"unknown service {name!r}; built: {built or 'none'}; planned: {list(PLANNED)}")
+
+
+def run(name: str, settings: Settings) -> None:
+    """Build the service, check its topics, serve /metrics + /healthz, and run until SIGTERM."""
+    service = load_builder(name)(settings)
+    configure_logging(settings.log_level, service.name)
+    catalog = load_catalog(settings.topic_catalog, settings.topic_prefix)
+    check_topics(catalog, settings.bootstrap, [*service.inputs, *service.outputs, service.dlq_topic])
+    consumer = {"session.timeout.ms": settings.session_timeout_ms}
+    if settings.instance_id:
+        consumer["group.instance.id"] = settings.instance_id
+    config = RunnerConfig(bootstrap=settings.bootstrap, batch_size=settings.batch_size, consumer=consumer)
+    runner = Runner(service, catalog, config)
+    runner.install_signal_handlers()
+    port = settings.metrics_port or DEFAULT_METRICS_PORTS.get(service.name, 0)
+    server = serve_health(port, runner.health)
+    logging.getLogger("carelake").info("serving /metrics and /healthz", extra={"port": server.server_port})
+    try:
+        runner.run()
+    finally:
+        server.shutdown()
