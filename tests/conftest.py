@@ -23,7 +23,7 @@ def stack() -> Iterator[Settings]:
 
     s = settings()
     was_running = any(p.running for p in manager.status(s))
-    manager.up(s, ["kafka", "postgres", "redis"])  # TEMP
+    manager.up(s)
     yield s
     if not was_running and os.environ.get("CARELAKE_KEEP_STACK") != "1":
         manager.down(s)

@@ -14,6 +14,7 @@ from carelake.gold.server import (
     Statement,
     content_type,
     error_from_exception,
+    log_head,
     output_format,
     parse_multipart,
     parse_request,
@@ -35,7 +36,8 @@ def test_parse_request_splits_query_settings_params_and_http_options() -> None:
     assert req.query == "SELECT {x:UInt32}"
     assert req.params == {"x": "5"}
     assert req.settings == {"max_result_rows": "3"}
-    assert (req.database, req.default_format, req.query_id, req.readonly) == ("gold", "Native", "q1", False)
+    assert (req.database, req.default_format, req.query_id) == ("gold", "Native", "q1")
+    assert req.readonly is False
 
 
 def test_parse_request_defaults_and_headers() -> None:
@@ -78,11 +80,11 @@ def test_parse_request_refuses_setting_names_that_are_not_identifiers() -> None:
 
 def test_parse_multipart_reads_query_and_params_and_refuses_files() -> None:
     ct = "multipart/form-data; boundary=XyZ"
-    body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"query\"\r\n\r\nSELECT {s:String}\r\n"
-            b"--XyZ\r\nContent-Disposition: form-data; name=\"param_s\"\r\n\r\nh\xc3\xa9llo\r\n--XyZ--\r\n")
+    part = b"--XyZ\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n%s\r\n"
+    body = (part % (b"query", b"SELECT {s:String}") + part % (b"param_s", b"h\xc3\xa9llo")
+            + b"--XyZ--\r\n")
     assert parse_multipart(body, ct) == [("query", "SELECT {s:String}"), ("param_s", "héllo")]
-    with_file = (b"--XyZ\r\nContent-Disposition: form-data; name=\"ext\"; filename=\"ext\"\r\n\r\n1\r\n"
-                 b"--XyZ--\r\n")
+    with_file = part % (b'ext"; filename="ext', b"1") + b"--XyZ--\r\n"
     with pytest.raises(GoldHttpError):
         parse_multipart(with_file, ct)
 
@@ -93,7 +95,8 @@ def test_parse_multipart_reads_query_and_params_and_refuses_files() -> None:
 def test_query_param_without_body_is_the_query() -> None:
     assert split_statement("SELECT 1", b"", 0) == Statement("SELECT 1")
     # an INSERT ... VALUES with nothing after it in the body runs as a plain query
-    assert split_statement("INSERT INTO t VALUES (1)", b"", 0) == Statement("INSERT INTO t VALUES (1)")
+    values = "INSERT INTO t VALUES (1)"
+    assert split_statement(values, b"", 0) == Statement(values)
 
 
 def test_query_param_insert_takes_the_body_as_data() -> None:
@@ -127,7 +130,8 @@ def test_data_after_format_starts_after_blanks_and_one_newline() -> None:
 def test_values_inserts() -> None:
     body = b"INSERT INTO t (a) VALUES (1), (2)"
     s = split_statement(None, body, len(body))
-    assert (s.sql, s.insert_format, body[s.body_offset:]) == ("INSERT INTO t (a)", "Values", b"(1), (2)")
+    assert (s.sql, s.insert_format) == ("INSERT INTO t (a)", "Values")
+    assert body[s.body_offset:] == b"(1), (2)"
     body = b"INSERT INTO values VALUES(1)"
     s = split_statement(None, body, len(body))
     assert (s.sql, body[s.body_offset:]) == ("INSERT INTO values", b"(1)")
@@ -162,6 +166,12 @@ def test_empty_and_oversized_queries_are_refused() -> None:
         split_statement(None, big[: 256 * 1024 + 1], len(big))
 
 
+def test_log_head_never_shows_insert_data() -> None:
+    assert log_head("INSERT INTO p (name) VALUES ('Jane Doe')") == "INSERT INTO p (name) FORMAT Values"
+    assert log_head("INSERT INTO p FORMAT TSV\nJane Doe\n") == "INSERT INTO p FORMAT TSV"
+    assert log_head("SELECT " + "x" * 300) == "SELECT " + "x" * 193
+
+
 # --- formats, settings, literals ------------------------------------------------------
 
 
@@ -176,7 +186,8 @@ def test_output_format() -> None:
 
 def test_settings_delta_keeps_only_changes_and_refuses_unknown() -> None:
     base = {"max_threads": "auto(8)", "max_result_rows": "0"}
-    assert settings_delta({"max_threads": "auto(8)", "max_result_rows": "3"}, base) == {"max_result_rows": "3"}
+    asked = {"max_threads": "auto(8)", "max_result_rows": "3"}
+    assert settings_delta(asked, base) == {"max_result_rows": "3"}
     with pytest.raises(GoldHttpError) as info:
         settings_delta({"nope": "1"}, base)
     assert (info.value.code, info.value.http_status) == (115, 404)
@@ -191,8 +202,8 @@ def test_sql_string_cannot_be_escaped_from() -> None:
 
 
 def test_error_from_chdb_exception_keeps_code_and_text() -> None:
-    exc = RuntimeError("Streaming insert finish failed: Code: 60. DB::Exception: Table default.nope "
-                       "does not exist. (UNKNOWN_TABLE) (version 26.9.2.1)")
+    exc = RuntimeError("Streaming insert finish failed: Code: 60. DB::Exception: Table "
+                       "default.nope does not exist. (UNKNOWN_TABLE) (version 26.9.2.1)")
     err = error_from_exception(exc)
     assert isinstance(err, CarelakeError)
     assert (err.code, err.name, err.http_status) == (60, "UNKNOWN_TABLE", 404)
@@ -206,7 +217,8 @@ def test_error_without_a_code_is_a_std_exception() -> None:
     assert err.body() == b"Code: 1001. DB::Exception: ValueError: boom. (STD_EXCEPTION)\n"
 
 
-@pytest.mark.parametrize(("code", "status"), [(62, 400), (27, 400), (81, 404), (48, 501), (164, 403), (396, 500)])
+@pytest.mark.parametrize(("code", "status"), [
+    (62, 400), (27, 400), (81, 404), (48, 501), (164, 403), (396, 500)])
 def test_http_status_follows_clickhouse(code: int, status: int) -> None:
     assert GoldHttpError(code, "X", "m").http_status == status
 
@@ -248,3 +260,28 @@ def test_truncated_or_corrupt_or_unknown_encodings() -> None:
     with pytest.raises(GoldHttpError) as info:
         BodyDecoder("snappy")
     assert info.value.code == 48
+
+
+# --- gold_client ----------------------------------------------------------------------------------
+
+
+def test_gold_client_reads_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    import clickhouse_connect
+
+    from carelake.errors import ConfigError
+    from carelake.gold.client import gold_client
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(clickhouse_connect, "get_client", lambda **kw: seen.update(kw) or "client")
+    assert gold_client("http://127.0.0.1:8123") == "client"
+    assert seen == {"interface": "http", "host": "127.0.0.1", "port": 8123, "database": None}
+    seen.clear()
+    gold_client("https://u:p%40ss@gold.internal/clinical?max_threads=2", compress=False)
+    assert seen == {"interface": "https", "host": "gold.internal", "port": 8443,
+                    "database": "clinical", "username": "u", "password": "p@ss",
+                    "settings": {"max_threads": "2"}, "compress": False}
+    seen.clear()
+    gold_client("http://h:9000/?database=x")
+    assert (seen["database"], "settings" in seen) == ("x", False)
+    with pytest.raises(ConfigError):
+        gold_client("clickhouse://h:9000")

@@ -61,6 +61,17 @@ def stack_up(parts: Parts = None) -> None:
     out.print(_status_table())
 
 
+@stack_app.command("install")
+def stack_install() -> None:
+    """Install what the stack needs (apt packages when missing, Kafka jars via Maven); starts nothing."""
+    from carelake.stack import manager
+
+    try:
+        manager.install(settings(), report=_report)
+    except CarelakeError as exc:
+        _fail(exc)
+
+
 @stack_app.command("down")
 def stack_down(parts: Parts = None) -> None:
     """Stop the stack; data stays under CARELAKE_HOME until `make clean`."""

@@ -16,7 +16,7 @@ from carelake.errors import ConfigError
 
 
 def gold_client(url: str, **kw: Any) -> Client:
-    """A clickhouse-connect client for ``http[s]://[user[:password]@]host[:port][/database][?setting=v]``.
+    """A clickhouse-connect client for ``http[s]://[user[:pw]@]host[:port][/database][?setting=v]``.
 
     The path names the default database (``?database=`` works too); other query items become
     ClickHouse settings sent with every request. Keyword arguments go to

@@ -7,6 +7,11 @@ clickhouse-connect at one URL; production points that URL at a real ClickHouse s
 
 The first half of this module is pure (request parsing, statement splitting, errors, body
 decompression) and unit-tested without a server; the second half is the I/O (chDB, HTTP).
+
+Not emulated: per-client sessions (a SET lasts for its own request; pass settings per query or
+as client settings), response compression (answers are identity-encoded, which every client
+accepts), ClickHouse block compression (`compress`/`decompress=1`), external data, `input()`.
+Results are built in memory before they are sent.
 """
 
 from __future__ import annotations
@@ -66,10 +71,11 @@ _ERROR_NAME = re.compile(r"\(([A-Z][A-Z0-9_]+)\)")
 _FORMAT_TAIL = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*(?:SETTINGS\b[^;]*)?;?\s*\Z", re.I)
 # An INSERT whose data follows it: `INSERT INTO t (a) FORMAT Native<data>` or `... VALUES <data>`.
 # The head may not contain SELECT (INSERT ... SELECT carries no data). Run on latin-1 text so
-# character offsets are byte offsets into a binary body.
+# character offsets are byte offsets into a binary body. `(?<=\S)` keeps the scan linear over
+# long runs of blanks.
 _INSERT = re.compile(
     r"\A\s*(?P<head>INSERT\s+INTO\s+\S(?:(?!\bSELECT\b).)*?)"
-    r"(?:\s+FORMAT\s+(?P<fmt>[A-Za-z0-9_]+)|(?:\s+|(?<=\)))(?P<values>VALUES)\b)",
+    r"(?:(?<=\S)\s+FORMAT\s+(?P<fmt>[A-Za-z0-9_]+)|(?:(?<=\S)\s+|(?<=\)))(?P<values>VALUES)\b)",
     re.I | re.S,
 )
 
@@ -85,7 +91,8 @@ class GoldHttpError(CarelakeError):
     def __init__(self, code: int, name: str, message: str, text: str | None = None) -> None:
         self.code, self.name, self.message = code, name, message
         self.text = text or f"Code: {code}. DB::Exception: {message.rstrip('.')}. ({name})"
-        self.http_status = _STATUS.get(code, 400 if code in _BAD_REQUEST else 404 if code in _NOT_FOUND else 500)
+        self.http_status = _STATUS.get(
+            code, 400 if code in _BAD_REQUEST else 404 if code in _NOT_FOUND else 500)
         super().__init__(self.text)
 
     def body(self) -> bytes:
@@ -93,7 +100,7 @@ class GoldHttpError(CarelakeError):
 
 
 def error_from_exception(exc: BaseException) -> GoldHttpError:
-    """Turn a chDB exception (or anything else) into the ClickHouse-shaped error, keeping its code."""
+    """Turn a chDB exception (or anything else) into the ClickHouse-shaped error and code."""
     if isinstance(exc, GoldHttpError):
         return exc
     text = str(exc)
@@ -102,7 +109,8 @@ def error_from_exception(exc: BaseException) -> GoldHttpError:
         return GoldHttpError(1001, "STD_EXCEPTION", f"{type(exc).__name__}: {text}")
     text = text[m.start():]  # drop wrappers such as "Streaming insert finish failed: "
     names = _ERROR_NAME.findall(text)
-    return GoldHttpError(int(m.group(1)), names[-1] if names else "UNKNOWN_EXCEPTION", text, text=text)
+    name = names[-1] if names else "UNKNOWN_EXCEPTION"
+    return GoldHttpError(int(m.group(1)), name, text, text=text)
 
 
 @dataclass(frozen=True)
@@ -118,8 +126,9 @@ class QueryRequest:
     params: dict[str, str] = field(default_factory=dict)
 
 
-def parse_request(pairs: Iterable[tuple[str, str]], headers: Mapping[str, str], method: str) -> QueryRequest:
-    """Split URL/form parameters into the query, HTTP options, settings and `param_<name>` values."""
+def parse_request(pairs: Iterable[tuple[str, str]], headers: Mapping[str, str],
+                  method: str) -> QueryRequest:
+    """Split URL/form parameters into the query, HTTP options, settings and `param_<name>`s."""
     values: dict[str, str] = {}
     params: dict[str, str] = {}
     for key, value in pairs:
@@ -129,7 +138,8 @@ def parse_request(pairs: Iterable[tuple[str, str]], headers: Mapping[str, str], 
             values[key] = value
     for flag in ("compress", "decompress"):  # ClickHouse's own block compression, not HTTP's
         if values.get(flag, "0") not in ("", "0"):
-            raise GoldHttpError(48, "NOT_IMPLEMENTED", f"'{flag}=1' (ClickHouse block compression) is not supported; use HTTP compression")
+            raise GoldHttpError(48, "NOT_IMPLEMENTED", f"'{flag}=1' (ClickHouse block "
+                                "compression) is not supported; use HTTP Content-Encoding")
     fmt = values.get("default_format") or headers.get("X-ClickHouse-Format") or "TabSeparated"
     if not _NAME.match(fmt) or fmt.lower() in _PSEUDO_FORMATS:
         raise GoldHttpError(73, "UNKNOWN_FORMAT", f"Unknown format {fmt}")
@@ -158,7 +168,7 @@ def parse_multipart(body: bytes, content_type: str) -> list[tuple[str, str]]:
     fields: list[tuple[str, str]] = []
     for part in msg.iter_parts() if msg.is_multipart() else ():
         if part.get_filename() is not None:
-            raise GoldHttpError(48, "NOT_IMPLEMENTED", "external data (file form fields) is not supported")
+            raise GoldHttpError(48, "NOT_IMPLEMENTED", "external data (form files) unsupported")
         name = part.get_param("name", header="content-disposition")
         payload = part.get_payload(decode=True) or b""
         if name:
@@ -177,7 +187,7 @@ class Statement:
 
     @property
     def classified_sql(self) -> str:
-        """The statement as the engine's classifier must see it (an INSERT head needs its FORMAT)."""
+        """The statement as the engine's classifier sees it (an INSERT head needs its FORMAT)."""
         return f"{self.sql} FORMAT {self.insert_format}" if self.insert_format else self.sql
 
 
@@ -208,32 +218,41 @@ def split_statement(query_param: str | None, head: bytes, body_size: int) -> Sta
         if found:
             sql, fmt, start = found
             return Statement(sql, fmt, inline_data=query_param[start:].encode())
-        if not body_size:
-            return Statement(query_param)
-        sql = query_param + "\n" + _whole_text(head, body_size)
+        sql = query_param + "\n" + _whole_text(head, body_size) if body_size else query_param
     else:
         found = _match_insert(head.decode("latin-1"))
         if found:
             sql, fmt, start = found
-            return Statement(sql.encode("latin-1").decode("utf-8"), fmt, body_offset=start)
+            return Statement(_utf8(sql.encode("latin-1")), fmt, body_offset=start)
         sql = _whole_text(head, body_size)
     if not sql.strip():
         raise GoldHttpError(62, "SYNTAX_ERROR", "Empty query")
     return Statement(sql)
 
 
+def log_head(sql: str) -> str:
+    """What the request log shows: at most 200 characters, and never an INSERT's inline data."""
+    found = _match_insert(sql)
+    return (f"{found[0]} FORMAT {found[1]}" if found else sql)[:200]
+
+
 def _whole_text(head: bytes, body_size: int) -> str:
     if body_size > len(head) or body_size > MAX_QUERY_SIZE:
-        raise GoldHttpError(62, "SYNTAX_ERROR", f"Max query size exceeded ({MAX_QUERY_SIZE} bytes); only INSERT ... FORMAT may carry a large body")
+        raise GoldHttpError(62, "SYNTAX_ERROR", f"Max query size exceeded ({MAX_QUERY_SIZE} "
+                            "bytes); only the data of an INSERT ... FORMAT may be larger")
+    return _utf8(head)
+
+
+def _utf8(raw: bytes) -> str:
     try:
-        return head.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise GoldHttpError(36, "BAD_ARGUMENTS", f"query is not valid UTF-8: {exc}") from None
 
 
 def output_format(sql: str, default_format: str) -> str:
     """The format the answer is in: the query's own FORMAT clause wins over default_format."""
-    m = _FORMAT_TAIL.search(sql)
+    m = _FORMAT_TAIL.search(sql[-2000:])  # only the tail can hold it; bounds the regex work
     return m.group(1) if m else default_format
 
 
@@ -296,7 +315,7 @@ class BodyDecoder:
                     break
                 data, self._dec, self._open = self._dec.unused_data, self._factory(), False
         except Exception as exc:
-            raise GoldHttpError(271, "CANNOT_DECOMPRESS", f"cannot decode request body: {exc}") from None
+            raise GoldHttpError(271, "CANNOT_DECOMPRESS", f"bad request body: {exc}") from None
         return b"".join(out)
 
     def finish(self) -> None:
@@ -344,11 +363,13 @@ class GoldEngine:
         # wrapper; chdb.durable reaches it the same way.
         self._raw = getattr(self._session._conn, "_conn", None)
         if not hasattr(self._raw, "classify_query"):
-            raise GoldHttpError(48, "NOT_IMPLEMENTED", "this chdb-core lacks classify_query; need chdb-core >= 26.7.3")
-        self.version, self.timezone = self._query("SELECT version(), timezone()").bytes().decode().strip().split("\t")
+            raise GoldHttpError(48, "NOT_IMPLEMENTED", "needs chdb-core >= 26.7.3 (classify_query)")
+        row = self._query("SELECT version(), timezone()").bytes().decode().strip()
+        self.version, self.timezone = row.split("\t")
         self.baseline = self._all_settings()
 
-    def _query(self, sql: str, fmt: str = "TabSeparated", params: dict[str, str] | None = None) -> Any:
+    def _query(self, sql: str, fmt: str = "TabSeparated",
+               params: dict[str, str] | None = None) -> Any:
         return self._session.query(sql, fmt, params=params or {})
 
     def _all_settings(self) -> dict[str, str]:
@@ -360,12 +381,14 @@ class GoldEngine:
         kind = getattr(report["query_class"], "name", str(report["query_class"]))
         if int(report["statement_count"]) > 1:
             raise GoldHttpError(62, "SYNTAX_ERROR", "Multi-statements are not allowed")
-        if readonly and kind not in ("READ_ONLY", "UNKNOWN"):  # UNKNOWN does not parse: chDB says why
-            raise GoldHttpError(164, "READONLY", "Cannot execute query in readonly mode. For queries over HTTP, method GET implies readonly. You should use method POST for modifying queries")
+        if readonly and kind not in ("READ_ONLY", "UNKNOWN"):  # UNKNOWN: chDB will say why
+            raise GoldHttpError(164, "READONLY", "Cannot execute query in readonly mode. For "
+                                "queries over HTTP, method GET implies readonly. You should use "
+                                "method POST for modifying queries")
         return kind
 
     def execute(self, req: QueryRequest, stmt: Statement, data: Iterable[bytes]) -> Outcome:
-        fmt = output_format(stmt.sql, req.default_format) if stmt.insert_format is None else req.default_format
+        fmt = output_format(stmt.sql, req.default_format)
         with self._lock:
             if self._session is None:
                 raise GoldHttpError(236, "ABORTED", "server is shutting down")
@@ -382,7 +405,9 @@ class GoldEngine:
                 t0 = time.perf_counter()
                 res = self._query(stmt.sql, req.default_format, req.params)
                 body = res.bytes()
-                return Outcome(body, fmt, _summary(res.storage_rows_read(), res.storage_bytes_read(), res.rows_written(), res.bytes_written(), res.rows_read(), len(body), time.perf_counter() - t0))
+                return Outcome(body, fmt, _summary(
+                    res.storage_rows_read(), res.storage_bytes_read(), res.rows_written(),
+                    res.bytes_written(), res.rows_read(), len(body), time.perf_counter() - t0))
             finally:
                 self._restore(applied if kind != "CONTROL" else None)
 
@@ -398,7 +423,8 @@ class GoldEngine:
             except Exception as exc:  # the original error matters more
                 _log(event="insert_cancel_failed", error=str(exc))
             raise
-        return Outcome(b"", fmt, _summary(0, 0, res.rows_written, res.bytes_written, 0, 0, res.elapsed))
+        summary = _summary(0, 0, res.rows_written, res.bytes_written, 0, 0, res.elapsed)
+        return Outcome(b"", fmt, summary)
 
     def _restore(self, names: list[str] | None) -> None:
         """Put settings back to the baseline; None means "the statement may have SET anything"."""
@@ -463,7 +489,8 @@ class GoldHandler(BaseHTTPRequestHandler):
             if err.code == 1001:
                 _log(event="internal_error", error=repr(exc))
             status, body, code = err.http_status, err.body(), err.code
-            headers = {"Content-Type": "text/plain; charset=UTF-8", "X-ClickHouse-Exception-Code": str(code)}
+            headers = {"Content-Type": "text/plain; charset=UTF-8",
+                       "X-ClickHouse-Exception-Code": str(code)}
         headers["X-ClickHouse-Server-Display-Name"] = self.server.display_name
         if self._query_id:
             headers["X-ClickHouse-Query-Id"] = self._query_id
@@ -480,6 +507,7 @@ class GoldHandler(BaseHTTPRequestHandler):
              ms=round((time.perf_counter() - t0) * 1000, 2), **({"code": code} if code else {}))
 
     def _answer(self, url: Any) -> tuple[int, bytes, dict[str, str]]:
+        engine = self.server.engine
         with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) as body:
             size = self._read_body(body)  # always drained first: keeps keep-alive framing intact
             pairs = parse_qsl(url.query, keep_blank_values=True)
@@ -493,14 +521,15 @@ class GoldHandler(BaseHTTPRequestHandler):
             if ctype.startswith("multipart/form-data"):  # the form holds query/params, not data
                 pairs, size = pairs + parse_multipart(body.read(), ctype), 0
             req = parse_request(pairs, self.headers, self.command)
-            self._query_id, self._head = req.query_id, (req.query or "")[:200]
+            self._query_id, self._head = req.query_id, log_head(req.query or "")
             stmt = split_statement(req.query, body.read(MAX_QUERY_SIZE + 1) if size else b"", size)
-            self._head = stmt.sql[:200]  # for an INSERT: the statement, never the data
-            out = self.server.engine.execute(req, stmt, _chunks(stmt.inline_data, body if size else None, stmt.body_offset))
+            self._head = log_head(stmt.classified_sql)
+            data = _chunks(stmt.inline_data, body if size else None, stmt.body_offset)
+            out = engine.execute(req, stmt, data)
         return 200, out.body, {
             "Content-Type": content_type(out.fmt),
             "X-ClickHouse-Format": out.fmt,
-            "X-ClickHouse-Timezone": req.settings.get("session_timezone") or self.server.engine.timezone,
+            "X-ClickHouse-Timezone": req.settings.get("session_timezone") or engine.timezone,
             "X-ClickHouse-Summary": json.dumps(out.summary),
         }
 
@@ -523,7 +552,7 @@ class GoldHandler(BaseHTTPRequestHandler):
                 try:
                     size = int(line.split(b";")[0].strip(), 16)
                 except ValueError:
-                    raise GoldHttpError(36, "BAD_ARGUMENTS", "malformed chunked request body") from None
+                    raise GoldHttpError(36, "BAD_ARGUMENTS", "malformed chunked body") from None
                 if size == 0:
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
@@ -555,11 +584,17 @@ def _chunks(prefix: bytes, body: IO[bytes] | None, offset: int) -> Iterator[byte
 
 def make_server(path: str, host: str = "127.0.0.1", port: int = 8123) -> GoldServer:
     """Open the chDB data path and bind the HTTP port (0 picks a free one); not yet serving."""
-    return GoldServer((host, port), GoldEngine(path))
+    engine = GoldEngine(path)
+    try:
+        return GoldServer((host, port), engine)
+    except BaseException:
+        engine.close()  # e.g. the port is taken: release the data path too
+        raise
 
 
 def serve(path: str, host: str, port: int) -> None:
-    """Serve until SIGTERM/SIGINT, then stop accepting, finish the statement in flight, close chDB."""
+    """Serve until SIGTERM/SIGINT; then stop accepting, finish the statement in flight, close
+    the chDB session so everything is flushed."""
     server = make_server(path, host, port)
 
     def stop(signum: int, _frame: Any) -> None:
@@ -579,7 +614,8 @@ def serve(path: str, host: str, port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="carelake.gold.server", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="carelake.gold.server",
+                                     description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--path", required=True, help="chDB data directory (one process only)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8123)

@@ -60,7 +60,7 @@ def fingerprint_of(data: bytes) -> bytes:
 class AvroSchema:
     """One parsed record schema and its single-object encoding."""
 
-    __slots__ = ("name", "full_name", "fingerprint", "parsed", "raw", "canonical", "_header")
+    __slots__ = ("name", "full_name", "fingerprint", "parsed", "raw", "canonical", "_header", "_ts_paths")
 
     def __init__(self, name: str, raw: dict) -> None:
         self.name = name
@@ -77,6 +77,8 @@ class AvroSchema:
         # fastavro returns the hex of the little-endian CRC-64-AVRO bytes: the spec's byte order.
         self.fingerprint = bytes.fromhex(schema_fingerprint(self.canonical, "CRC-64-AVRO"))
         self._header = MARKER + self.fingerprint
+        # Only timestamp fields can hold datetimes; checking just them keeps encode fast.
+        self._ts_paths = _timestamp_paths(self.parsed)
 
     @classmethod
     def from_file(cls, path: Path, name: str | None = None) -> AvroSchema:
@@ -92,7 +94,7 @@ class AvroSchema:
 
     def encode(self, record: dict) -> bytes:
         """Single-object encode ``record``; EncodeError if it does not fit the schema."""
-        naive = _naive_datetime_path(record, "")
+        naive = _naive_datetime_path(record, self._ts_paths)
         if naive is not None:
             # fastavro would silently read a naive datetime as local time; contracts are UTC.
             raise EncodeError(f"{self.full_name}: {naive} is a naive datetime, give it a timezone")
@@ -208,18 +210,25 @@ def _read_body(data: bytes, writer: AvroSchema, reader: AvroSchema) -> dict:
     return record
 
 
-def _naive_datetime_path(value: Any, path: str) -> str | None:
-    """Path of the first timezone-naive datetime inside ``value``, if any."""
-    if isinstance(value, datetime):
-        return (path or "<record>") if value.tzinfo is None else None
-    if isinstance(value, dict):
-        children: Iterable[tuple[Any, Any]] = value.items()
-    elif isinstance(value, (list, tuple)):
-        children = enumerate(value)
-    else:
-        return None
-    for key, item in children:
-        found = _naive_datetime_path(item, f"{path}.{key}" if path else str(key))
-        if found is not None:
-            return found
+def _timestamp_paths(schema: Any, prefix: tuple[str, ...] = ()) -> tuple[tuple[str, ...], ...]:
+    """Field paths (through nested records) whose type is a timestamp logical type."""
+    if isinstance(schema, list):  # a union: any branch may be a timestamp or a record
+        return tuple(p for branch in schema for p in _timestamp_paths(branch, prefix))
+    if not isinstance(schema, dict):
+        return ()
+    if str(schema.get("logicalType", "")).startswith(("timestamp", "local-timestamp")):
+        return (prefix,)
+    if schema.get("type") == "record":
+        return tuple(p for f in schema["fields"] for p in _timestamp_paths(f["type"], (*prefix, f["name"])))
+    return ()
+
+
+def _naive_datetime_path(record: dict, paths: tuple[tuple[str, ...], ...]) -> str | None:
+    """The first timestamp field path of ``record`` holding a timezone-naive datetime, if any."""
+    for path in paths:
+        value: Any = record
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return ".".join(path)
     return None

@@ -40,6 +40,13 @@ def up(settings: Settings, only: list[str] | None = None,
     return status(settings, only)
 
 
+def install(settings: Settings, report: Callable[[str, str], None] = lambda part, what: None) -> None:
+    """Install what every part needs (system packages, Kafka's jars) without starting anything."""
+    for part in all_parts(settings):
+        part.install()
+        report(part.name, "installed")
+
+
 def down(settings: Settings, only: list[str] | None = None,
          report: Callable[[str, str], None] = lambda part, what: None) -> None:
     """Stop every part, last started first."""

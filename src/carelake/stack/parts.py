@@ -67,6 +67,11 @@ class Part:
         raise NotImplementedError
 
     @property
+    def port_var(self) -> str:
+        """The setting that moves this part's port."""
+        return f"CARELAKE_{self.name.upper()}_PORT"
+
+    @property
     def address(self) -> str:
         raise NotImplementedError
 
@@ -96,7 +101,7 @@ class Part:
             raise StackError(self.name, "running but not answering", str(self.log))
         if port_open(self.port):
             raise StackError(
-                self.name, f"port {self.port} is taken by another process; set CARELAKE_*_PORT to move it"
+                self.name, f"port {self.port} is taken by another process; set {self.port_var} to move it"
             )
         self.install()
         self.prepare()
@@ -138,9 +143,10 @@ class Kafka(Part):
     def install(self) -> None:
         if self.libs.is_dir() and any(self.libs.glob("kafka_2.13-*.jar")):
             return
-        for tool in ("java", "mvn"):
-            if shutil.which(tool) is None:
-                raise StackError(self.name, f"`{tool}` not found; Kafka needs Java 17 and Maven")
+        missing = [pkg for tool, pkg in (("java", "openjdk-17-jre-headless"), ("mvn", "maven"))
+                   if shutil.which(tool) is None]
+        if missing:
+            apt_install(missing, self.name)
         pom = repo_root() / "deploy" / "local" / "kafka" / "pom.xml"
         run = subprocess.run(
             ["mvn", "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
@@ -224,6 +230,10 @@ class Postgres(Part):
     @property
     def port(self) -> int:
         return self.settings.pg_port
+
+    @property
+    def port_var(self) -> str:
+        return "CARELAKE_PG_PORT"
 
     @property
     def address(self) -> str:

@@ -4,7 +4,7 @@ Delivery is at-least-once: offsets are committed only after every output of the 
 acknowledged by the broker (acks=all, idempotent producer) and the sink has written. A crash at
 any point replays the uncommitted batch, which idempotent sinks absorb. Bad input never stops the
 loop: a message that cannot be decoded, processed or encoded goes to the service's DLQ with the
-reason and its original bytes. See docs/decisions/0003-stream-runtime.md.
+reason and its original bytes. See docs/decisions/0002-stream-runtime.md.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -155,17 +156,20 @@ class Runner:
         name = self.service.name
         records: list[Record] = []
         prepared = _Prepared()
+        consumed: Counter[str] = Counter()
         for msg in msgs:
             if msg.error():
                 if msg.error().fatal():
                     raise KafkaException(msg.error())
                 log.warning("consume error", extra={"error": str(msg.error())})
                 continue
-            m.CONSUMED.labels(name, msg.topic()).inc()
+            consumed[msg.topic()] += 1
             try:
                 records.append(self._decode(msg))
             except SerdeError as exc:
                 self._to_dlq(prepared, _record_of(msg), "decode", exc.code, str(exc), type(exc).__name__)
+        for topic, n in consumed.items():  # one labelled increment per batch, not per message
+            m.CONSUMED.labels(name, topic).inc(n)
         self._prepare(records, prepared)
         self._deliver(prepared)
         self._commit(msgs)
@@ -298,8 +302,8 @@ class Runner:
             errors, self._delivery_errors = self._delivery_errors, []
             # Not committing: the batch is redelivered after restart; idempotent sinks absorb it.
             raise CarelakeError(f"{remaining} undelivered, errors: {[str(e) for e in errors[:5]]}")
-        for topic, *_ in prepared.messages:
-            m.PRODUCED.labels(self.service.name, topic).inc()
+        for topic, n in Counter(topic for topic, *_ in prepared.messages).items():
+            m.PRODUCED.labels(self.service.name, topic).inc(n)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:

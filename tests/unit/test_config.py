@@ -1,0 +1,37 @@
+"""Settings come from CARELAKE_* variables with local defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from carelake.config import Settings
+
+
+def test_defaults_point_at_the_local_stack() -> None:
+    s = Settings()
+    assert s.bootstrap == "127.0.0.1:19092"
+    assert s.postgres_dsn == "postgresql://carelake@127.0.0.1:15432/carelake"
+    assert s.gold == "http://127.0.0.1:18123"
+    assert s.bronze == s.home / "bronze"
+
+
+def test_environment_overrides_and_secrets_stay_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARELAKE_KAFKA_BOOTSTRAP", "kafka-0:9092,kafka-1:9092")
+    monkeypatch.setenv("CARELAKE_PG_DSN", "postgresql://svc:hunter2@db/carelake")
+    monkeypatch.setenv("CARELAKE_GOLD_PORT", "28123")
+    s = Settings()
+    assert s.bootstrap == "kafka-0:9092,kafka-1:9092"
+    assert s.postgres_dsn.endswith("@db/carelake")
+    assert "hunter2" not in repr(s)
+    assert s.gold == "http://127.0.0.1:28123"
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(Exception):
+        Settings().kafka_port = 1  # type: ignore[misc]
+
+
+def test_bad_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARELAKE_KAFKA_PORT", "not-a-port")
+    with pytest.raises(Exception, match="kafka_port"):
+        Settings()
