@@ -20,26 +20,12 @@ from carelake.config import Settings, repo_root
 from carelake.errors import ProcessingError, TransientError
 from carelake.serde import SchemaRegistry
 from carelake.stream.runtime import Runner, RunnerConfig, StreamService
-from carelake.stream.selftest import DLQ_TOPIC, INPUT_TOPIC, RELAY_TOPIC, count, fill, relay, run_relay
+from carelake.stream.selftest import (DLQ_TOPIC, INPUT_TOPIC, RELAY_TOPIC, count, fill, read_topic, relay,
+                                      run_relay)
 from carelake.stream.types import Emit, Record, Reject
 from carelake.topics import Catalog
 
 pytestmark = pytest.mark.integration
-
-
-def read_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30) -> list:
-    """Every message of a topic, read from the beginning without a committed group."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.time_ns()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    out: list = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < expected and time.monotonic() < deadline:
-            out += [m for m in consumer.consume(1000, 0.5) if not m.error()]
-    finally:
-        consumer.close()
-    return out
 
 
 def committed(bootstrap: str, group: str, topic: str) -> int:
@@ -81,7 +67,7 @@ def test_relay_delivers_every_message_and_dead_letters_corrupt_ones(stack: Setti
     assert count(stack.bootstrap, catalog.physical(RELAY_TOPIC)) == 2000
     assert committed(stack.bootstrap, unique, catalog.physical(INPUT_TOPIC)) == 2004
 
-    dlq = read_all(stack.bootstrap, catalog.physical(DLQ_TOPIC), 4)
+    dlq = read_topic(stack.bootstrap, catalog.physical(DLQ_TOPIC), 4)
     registry = SchemaRegistry.load()
     records = [registry.decode(m.value())[1] for m in dlq]
     assert len(records) == 4
@@ -118,7 +104,7 @@ def test_one_poison_record_is_isolated_and_the_rest_flow(stack: Settings, catalo
     assert count(stack.bootstrap, catalog.physical(RELAY_TOPIC)) == 497
     registry = SchemaRegistry.load()
     dlq = {registry.decode(m.value())[1]["reason_code"]: registry.decode(m.value())[1]
-           for m in read_all(stack.bootstrap, catalog.physical(DLQ_TOPIC), 3)}
+           for m in read_topic(stack.bootstrap, catalog.physical(DLQ_TOPIC), 3)}
     assert set(dlq) == {"ValueError", "missing_dob", "unsupported_version"}
     assert "boom on 123" in dlq["ValueError"]["reason"]
     assert dlq["missing_dob"]["reason"] == "DOB missing"
@@ -209,7 +195,7 @@ def test_sigkill_mid_batch_loses_nothing_and_the_sink_duplicates_nothing(
         rewrites = conn.execute(f"SELECT coalesce(sum(writes - 1), 0) FROM {unique}").fetchone()[0]
         conn.execute(f"DROP TABLE {unique}")
     total = count(stack.bootstrap, catalog.physical(RELAY_TOPIC))
-    relayed = read_all(stack.bootstrap, catalog.physical(RELAY_TOPIC), total)
+    relayed = read_topic(stack.bootstrap, catalog.physical(RELAY_TOPIC), total)
     assert len(relayed) == total >= n + rewrites
     assert {SchemaRegistry.load().decode(m.value())[1]["id"] for m in relayed} == {f"selftest-{i}" for i in range(n)}
 

@@ -205,9 +205,9 @@ def demo(messages: Annotated[int, typer.Option(help="Messages to stream through 
     built = sorted(services.registered())
     out.rule("what this demo did not do")
     out.print(
-        "The pipeline services (ingest-gateway, normalizer, dedup-mpi, quality-monitor, feature-store,\n"
-        "scorer, lake-writer) are not built yet, so no simulated day flows to Silver or Gold.\n"
-        f"Built services: {built or 'none'}. The stack keeps running: `carelake stack status`, "
+        "The pipeline services (ingest-gateway, normalizer, dedup-mpi, quality-monitor, feature-store, "
+        "scorer, lake-writer) are not built yet, so no simulated day flows through Bronze, Silver and Gold. "
+        f"Built services: {', '.join(built) or 'none'}. The stack keeps running: `make status` shows it, "
         "`make down` stops it."
     )
     out.print(f"done in {time.monotonic() - t0:.1f}s")

@@ -14,10 +14,10 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -28,6 +28,7 @@ from carelake.stream.types import Emit, Output, ProcessFn, Record, Reject, Sink,
 from carelake.topics import Catalog
 
 log = logging.getLogger("carelake.stream")
+T = TypeVar("T")
 
 
 @dataclass
@@ -215,19 +216,22 @@ class Runner:
             prepared.rejected += one.rejected
 
     def _call_process(self, records: list[Record]) -> list[Output]:
-        """Call process, retrying transient failures (a store that is down) with backoff."""
+        return self._retrying_transient("process", lambda: list(self.service.process(records)))
+
+    def _retrying_transient(self, what: str, call: Callable[[], T]) -> T:
+        """Run ``call``, retrying TransientError (a store that is down) with exponential backoff."""
         backoff = 0.5
         while True:
             try:
-                out = list(self.service.process(records))
+                result = call()
                 self._retrying = False
-                return out
+                return result
             except TransientError as exc:
                 if self._stop.is_set():
                     raise
                 self._retrying = True
                 m.RETRIES.labels(self.service.name).inc()
-                log.warning("transient failure; retrying", extra={"error": str(exc), "backoff_s": backoff})
+                log.warning(f"{what} failed; retrying", extra={"error": str(exc), "backoff_s": backoff})
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.config.max_retry_backoff_s)
 
@@ -310,21 +314,8 @@ class Runner:
             self._delivery_errors.append(err)
 
     def _write_sink(self, items: list[Any]) -> None:
-        backoff = 0.5
-        while True:
-            try:
-                self.service.sink.write(items)  # type: ignore[union-attr]
-                self._retrying = False
-                m.SINK_WRITES.labels(self.service.name).inc(len(items))
-                return
-            except TransientError as exc:
-                if self._stop.is_set():
-                    raise
-                self._retrying = True
-                m.RETRIES.labels(self.service.name).inc()
-                log.warning("sink failed; retrying", extra={"error": str(exc), "backoff_s": backoff})
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.config.max_retry_backoff_s)
+        self._retrying_transient("sink", lambda: self.service.sink.write(items))  # type: ignore[union-attr]
+        m.SINK_WRITES.labels(self.service.name).inc(len(items))
 
     def _commit(self, msgs: list[Message]) -> None:
         offsets: dict[tuple[str, int], int] = {}

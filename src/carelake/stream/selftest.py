@@ -12,10 +12,11 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from carelake.serde import SchemaRegistry
@@ -53,6 +54,7 @@ class RelayResult:
     relayed: int
     dead_lettered: int
     seconds: float
+    dlq_reasons: dict[str, int] = field(default_factory=dict)  # "stage/reason_code: reason" -> count
 
     @property
     def rate(self) -> float:
@@ -122,6 +124,28 @@ def count(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
+def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[Message]:
+    """Up to ``expected`` messages of a topic, read from the beginning under a throwaway group."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"carelake-reader-{time.time_ns()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < expected and time.monotonic() < deadline:
+            out += [m for m in consumer.consume(1000, 0.5) if not m.error()]
+    finally:
+        consumer.close()
+    return out
+
+
+def dlq_reasons(bootstrap: str, topic: str, expected: int) -> dict[str, int]:
+    """What the DLQ says, grouped: "stage/reason_code: reason" -> count."""
+    registry = SchemaRegistry.load()
+    records = [registry.decode(m.value())[1] for m in read_topic(bootstrap, topic, expected)]
+    return dict(Counter(f"{r['stage']}/{r['reason_code']}: {r['reason']}" for r in records))
+
+
 def drop(bootstrap: str, catalog: Catalog) -> None:
     """Delete every topic under the catalog's prefix."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -138,9 +162,10 @@ def relay_once(bootstrap: str, catalog_path: os.PathLike, n: int, corrupt: int =
     try:
         fill(bootstrap, catalog.physical(INPUT_TOPIC), n, corrupt, payload_size)
         runner, seconds = run_relay(bootstrap, catalog, n + corrupt, batch_size)
+        dead = count(bootstrap, catalog.physical(DLQ_TOPIC))
         return RelayResult(sent=n, corrupt=corrupt, relayed=count(bootstrap, catalog.physical(RELAY_TOPIC)),
-                           dead_lettered=count(bootstrap, catalog.physical(DLQ_TOPIC)),
-                           seconds=seconds)
+                           dead_lettered=dead, seconds=seconds,
+                           dlq_reasons=dlq_reasons(bootstrap, catalog.physical(DLQ_TOPIC), dead))
     finally:
         if not keep:
             drop(bootstrap, catalog)
