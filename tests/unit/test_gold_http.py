@@ -8,7 +8,7 @@ import zlib
 import pytest
 
 from carelake.errors import CarelakeError
-from carelake.gold.server import (
+from carelake.gold.protocol import (
     BodyDecoder,
     GoldHttpError,
     Statement,

@@ -5,8 +5,6 @@ No cluster needed. When kubectl is on PATH, each overlay is also rendered with i
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
 import subprocess
 from collections import Counter
@@ -14,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import SecretStr
 
 from carelake.config import Settings
@@ -37,139 +36,10 @@ SECRET_SETTINGS = {f"CARELAKE_{name.upper()}" for name, field in Settings.model_
 
 
 # ---- YAML ---------------------------------------------------------------------------------------
-# PyYAML is not a dependency. Until it is, a strict reader of the block-style subset these manifests
-# use (and kubectl prints) stands in; anything outside that subset is an error, never a guess.
-
-def _strip_comment(line: str) -> str:
-    quote = ""
-    for i, ch in enumerate(line):
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'" and (i == 0 or line[i - 1] in " [,:-"):
-            quote = ch
-        elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
-            return line[:i]
-    return line
-
-
-_KEY = re.compile(r"""^("[^"]*"|'[^']*'|[^\s"'#\-\[\]{}][^:]*?|-[^\s:][^:]*?):(?:\s+(.*))?$""")
-
-
-def _scalar(text: str) -> Any:
-    if text.startswith('"'):
-        return json.loads(text)
-    if text.startswith("'"):
-        if not text.endswith("'") or len(text) < 2:
-            raise ValueError(f"unterminated quote: {text}")
-        return text[1:-1].replace("''", "'")
-    if text.startswith("["):
-        if not text.endswith("]"):
-            raise ValueError(f"multi-line flow sequence: {text}")
-        inner = text[1:-1].strip()
-        return [_scalar(item.strip()) for item in re.findall(r'"[^"]*"|\'[^\']*\'|[^,]+', inner)
-                if item.strip()] if inner else []
-    if text == "{}":
-        return {}
-    if text[0] in "{|>&*!%@`":
-        raise ValueError(f"YAML outside the supported subset (add PyYAML): {text}")
-    lowered = text.lower()
-    if lowered in ("null", "~"):
-        return None
-    if lowered in ("true", "yes", "on", "false", "no", "off"):
-        return lowered in ("true", "yes", "on")
-    if re.fullmatch(r"[-+]?\d+", text):
-        return int(text)
-    if re.fullmatch(r"[-+]?(\d+\.\d*|\.\d+)([eE][-+]?\d+)?", text):
-        return float(text)
-    return text
-
-
-def _is_item(text: str) -> bool:
-    return text == "-" or text.startswith("- ")
-
-
-def _block(lines: list[tuple[int, str]], i: int) -> tuple[Any, int]:
-    indent, text = lines[i]
-    if _is_item(text):
-        out: list[Any] = []
-        while i < len(lines) and lines[i][0] == indent and _is_item(lines[i][1]):
-            rest = lines[i][1][1:].lstrip()
-            if not rest:
-                if i + 1 >= len(lines) or lines[i + 1][0] <= indent:
-                    raise ValueError(f"empty sequence item: line {i}")
-                value, i = _block(lines, i + 1)
-            elif _KEY.match(rest):  # "- key: value" opens a mapping at the key's column
-                lines[i] = (indent + len(lines[i][1]) - len(rest), rest)
-                value, i = _block(lines, i)
-            else:
-                value, i = _scalar(rest), i + 1
-            out.append(value)
-    else:
-        out: dict[str, Any] = {}  # type: ignore[no-redef]
-        while i < len(lines) and lines[i][0] == indent and not _is_item(lines[i][1]):
-            match = _KEY.match(lines[i][1])
-            if not match:
-                raise ValueError(f"not a 'key: value' line: {lines[i][1]!r}")
-            key = _scalar(match.group(1))
-            i += 1
-            if match.group(2):
-                out[key] = _scalar(match.group(2))
-            elif i < len(lines) and (lines[i][0] > indent
-                                     or (lines[i][0] == indent and _is_item(lines[i][1]))):
-                out[key], i = _block(lines, i)
-            else:
-                out[key] = None
-    if i < len(lines) and lines[i][0] > indent:
-        raise ValueError(f"unexpected indentation: {lines[i][1]!r}")
-    return out, i
-
-
-def _fold_literals(raw_lines: list[str]) -> list[str]:
-    """Rewrite each ``key: |`` / ``key: |-`` block scalar (kubectl prints long values so) as one
-    double-quoted line."""
-    out, i = [], 0
-    while i < len(raw_lines):
-        head = re.fullmatch(r"(\s*(?:- )?\S.*?:\s+)\|(-?)\s*", raw_lines[i])
-        i += 1
-        if not head:
-            out.append(raw_lines[i - 1])
-            continue
-        indent, body = len(raw_lines[i - 1]) - len(raw_lines[i - 1].lstrip()), []
-        while i < len(raw_lines) and (not raw_lines[i].strip()
-                                      or len(raw_lines[i]) - len(raw_lines[i].lstrip()) > indent):
-            body.append(raw_lines[i])
-            i += 1
-        margin = min((len(b) - len(b.lstrip()) for b in body if b.strip()), default=0)
-        value = "\n".join(b[margin:] for b in body).rstrip("\n") + ("" if head.group(2) else "\n")
-        out.append(head.group(1) + json.dumps(value))
-    return out
-
-
-def _load_subset(text: str) -> list[Any]:
-    docs, lines = [], []
-    for raw in [*_fold_literals(text.splitlines()), "---"]:
-        if raw.rstrip() == "---":
-            if lines:
-                doc, end = _block(lines, 0)
-                if end != len(lines):
-                    raise ValueError(f"trailing content: {lines[end][1]!r}")
-                docs.append(doc)
-            lines = []
-            continue
-        if "\t" in raw[: len(raw) - len(raw.lstrip())]:
-            raise ValueError("tab indentation")
-        line = _strip_comment(raw).rstrip()
-        if line.strip():
-            lines.append((len(line) - len(line.lstrip()), line.strip()))
-    return docs
 
 
 def load_yaml(text: str) -> list[Any]:
     """Every non-empty document of a (multi-document) YAML text."""
-    try:
-        import yaml
-    except ImportError:
-        return _load_subset(text)
     return [doc for doc in yaml.safe_load_all(text) if doc is not None]
 
 
