@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,8 +21,11 @@ app = typer.Typer(help="carelake: a streaming healthcare data lake.", no_args_is
 stack_app = typer.Typer(help="The local stack: Kafka, PostgreSQL, Redis, Gold (chDB), Bronze dir.",
                         no_args_is_help=True)
 topics_app = typer.Typer(help="The topic catalog on the broker.", no_args_is_help=True)
+simulate_app = typer.Typer(help="The source simulator: a realistic day from eight systems, with ground truth.",
+                           invoke_without_command=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
+app.add_typer(simulate_app, name="simulate")
 out = Console()
 err = Console(stderr=True)
 
@@ -211,6 +215,108 @@ def demo(messages: Annotated[int, typer.Option(help="Messages to stream through 
         "`make down` stops it."
     )
     out.print(f"done in {time.monotonic() - t0:.1f}s")
+
+
+@simulate_app.callback()
+def simulate(
+    ctx: typer.Context,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder to write the feeds and the truth into")] = None,
+    patients: Annotated[int, typer.Option(help="Population size")] = 45_000,
+    day: Annotated[str, typer.Option(help="The simulated day, YYYY-MM-DD")] = "2026-01-15",
+    seed: Annotated[int, typer.Option(help="Same seed, same bytes")] = 42,
+    duplicate_rate: Annotated[float, typer.Option(help="People registered twice in one system")] = 0.02,
+    variation_rate: Annotated[float, typer.Option(help="Registrations whose demographics differ")] = 0.12,
+    malformed_rate: Annotated[float, typer.Option(help="Malformed messages")] = 0.002,
+    missing_dob_rate: Annotated[float, typer.Option(help="Lab messages without a birth date")] = 0.032,
+    late_rate: Annotated[float, typer.Option(help="Messages sent hours after the event")] = 0.02,
+    invalid_code_rate: Annotated[float, typer.Option(help="Records with an invalid code")] = 0.005,
+    local_code_rate: Annotated[float, typer.Option(help="Lab orders sent with the lab's own codes")] = 0.05,
+) -> None:
+    """Generate a population and one day of its eight source feeds plus the ground truth."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if out_dir is None:
+        err.print("[red]error:[/red] --out DIR is required (or use `carelake simulate replay`)")
+        raise typer.Exit(2)
+    from datetime import date as _date
+
+    from carelake_simulator.feeds import MessRates
+    from carelake_simulator.identity import IdentityRates
+    from carelake_simulator.simulate import SimConfig, run
+
+    try:
+        the_day = _date.fromisoformat(day)
+    except ValueError:
+        err.print(f"[red]error:[/red] --day must be YYYY-MM-DD, got {day!r}")
+        raise typer.Exit(2) from None
+    config = SimConfig(
+        patients=patients, day=the_day, seed=seed,
+        mess=MessRates(malformed=malformed_rate, missing_dob_lab=missing_dob_rate, late=late_rate,
+                       invalid_code=invalid_code_rate, local_lab_code=local_code_rate),
+        identity=IdentityRates(variation=variation_rate, duplicate=duplicate_rate),
+    )
+    with out.status("simulating") as status:
+        manifest, seconds = run(config, out_dir, step=lambda what: status.update(f"simulating: {what}"))
+    table = Table("source", "messages", "files")
+    files_by_source: dict[str, int] = {}
+    for f in manifest["files"]:
+        files_by_source[f["source"]] = files_by_source.get(f["source"], 0) + f["records"]
+    for source in sorted(set(manifest["messages_by_source"]) | set(files_by_source)):
+        table.add_row(source, f"{manifest['messages_by_source'].get(source, 0):,}",
+                      f"{files_by_source.get(source, 0):,} records" if source in files_by_source else "")
+    out.print(table)
+    out.print(f"{manifest['records']:,} records for {patients:,} patients on {the_day} in {seconds:.1f}s "
+              f"-> {out_dir} (truth in {out_dir / '_truth'})")
+
+
+@simulate_app.command("replay")
+def simulate_replay(
+    source_dir: Annotated[Path, typer.Option("--from", help="A folder written by `carelake simulate --out`")],
+    to: Annotated[str, typer.Option(help="kafka | mllp | http")] = "kafka",
+    target: Annotated[str | None, typer.Option(help="mllp: host:port; http: base URL")] = None,
+    rate: Annotated[str | None, typer.Option(help="e.g. 2000/s")] = None,
+    speed: Annotated[str | None, typer.Option(help="event time scaled, e.g. 3600x")] = None,
+    sources: Annotated[list[str] | None, typer.Option("--source", help="Only these sources")] = None,
+) -> None:
+    """Replay a simulated day to Kafka (source.<source>.v1), an MLLP listener or the HTTP gateway."""
+    from carelake_simulator import replay, store
+
+    from carelake.topics import load_catalog
+
+    if rate and speed:
+        err.print("[red]error:[/red] give --rate or --speed, not both")
+        raise typer.Exit(2)
+    try:
+        pace = replay.Pace(rate=replay.parse_rate(rate) if rate else None,
+                           speed=replay.parse_speed(speed) if speed else None)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if not (source_dir / "manifest.json").exists():
+        err.print(f"[red]error:[/red] {source_dir} has no manifest.json; write it with `carelake simulate --out`")
+        raise typer.Exit(2)
+    items = store.iter_feed(source_dir, sources)
+    total = store.count_feed(source_dir, sources)
+    s = settings()
+    try:
+        if to == "kafka":
+            stats = replay.replay_kafka(items, s.bootstrap, load_catalog(s.topic_catalog, s.topic_prefix), pace, total)
+        elif to == "mllp":
+            host, _, port = (target or "127.0.0.1:2575").rpartition(":")
+            stats = replay.replay_mllp(items, host, int(port), pace, total)
+        elif to == "http":
+            stats = replay.replay_http(items, target or "http://127.0.0.1:8080", pace, total)
+        else:
+            err.print(f"[red]error:[/red] --to must be kafka, mllp or http, not {to!r}")
+            raise typer.Exit(2)
+    except (CarelakeError, OSError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    out.print(f"sent {stats.sent:,}, failed {stats.failed:,} in {stats.seconds:.1f}s ({stats.rate:,.0f}/s)")
+    out.print(f"by source: {stats.by_source}")
+    out.print(f"by outcome: {stats.by_outcome}")
+    if stats.failed:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""Shared fixtures. Integration tests use the real local stack, started once per session."""
+"""Fixtures shared by every test folder (tests/, services/*/tests, simulator/tests).
+
+Integration tests use the real local stack, started once per session by the project's own code.
+"""
 
 from __future__ import annotations
 
