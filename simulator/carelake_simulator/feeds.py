@@ -299,5 +299,5 @@ def _malform(payload: bytes, rng: random.Random) -> tuple[bytes, str]:
 def _malform_json(payload: bytes, rng: random.Random) -> tuple[bytes, str]:
     if rng.random() < 0.5:
         return payload[: len(payload) // 2], "truncated"
-    return payload.replace(b'"value":', b'"value":NaN,"x":', 1), "invalid_json"
+    return payload.replace(b'"value":', b'"value":,', 1), "invalid_json"
 

@@ -92,11 +92,12 @@ def iter_files(out: Path) -> Iterator[FeedFile]:
     if not path.exists():
         return
     with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            yield FeedFile(source=row["source"], name=row["name"], kind=row["kind"],
-                           sent_time=datetime.fromisoformat(row["sent_time"]),
-                           payload=(out / row["source"] / row["name"]).read_bytes(),
-                           content_type=row["content_type"])
+        rows = sorted(csv.DictReader(fh), key=lambda row: datetime.fromisoformat(row["sent_time"]))
+    for row in rows:
+        yield FeedFile(source=row["source"], name=row["name"], kind=row["kind"],
+                       sent_time=datetime.fromisoformat(row["sent_time"]),
+                       payload=(out / row["source"] / row["name"]).read_bytes(),
+                       content_type=row["content_type"])
 
 
 def iter_feed(out: Path, sources: Iterable[str] | None = None) -> Iterator[FeedRecord | FeedFile]:

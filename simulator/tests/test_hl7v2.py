@@ -11,10 +11,9 @@ from zoneinfo import ZoneInfo
 import hl7
 import pytest
 from hl7apy import load_reference
-from hl7apy.consts import VALIDATION_LEVEL
-from hl7apy.parser import parse_message
 
 from carelake_simulator.formats import hl7v2
+from carelake_simulator.validate import validate_hl7
 from carelake_simulator.model import (
     Address,
     Appointment,
@@ -121,8 +120,9 @@ def field(msg: hl7.Message, segment: str, n: int, occurrence: int = 0) -> str:
 
 
 def strict(text: str) -> bool:
-    msg = parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
-    return msg.validate()
+    verdict = validate_hl7(text.encode())
+    assert verdict.ok, verdict.errors
+    return verdict.ok
 
 
 # ---- structure -----------------------------------------------------------------------------------

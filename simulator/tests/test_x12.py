@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from itertools import takewhile
 
 import pytest
-import pyx12.params  # the dev dependency: the reference validator
 import pyx12.x12file
-import pyx12.x12n_document
 from carelake_simulator.formats import x12
+from carelake_simulator.validate import validate_x12
 from carelake_simulator.model import (
     Address,
     Claim,
@@ -143,25 +141,8 @@ FILES = {"837P": _837p, "837I": _837i, "835": _835, "835-ACH": _835_medicare, "8
 
 def _validate(payload: bytes) -> tuple[bool, list[str], str]:
     """pyx12's verdict, every error it recorded at any level, and its 999 acknowledgement."""
-    ack, report = io.StringIO(), io.StringIO()
-    ok = pyx12.x12n_document.x12n_document(pyx12.params.params(), io.StringIO(payload.decode("ascii")),
-                                            ack, None, None, report)
-    errors: list[str] = []
-
-    def collect(node: object, where: str) -> None:
-        if isinstance(node, dict):
-            here = node.get("seg_id") or node.get("trn_set_id") or node.get("fic") or where
-            for err in node.get("errors", []):
-                errors.append(f"{here} line {node.get('cur_line')}: {err}")
-            for value in node.values():
-                if isinstance(value, list):
-                    collect(value, here)
-        elif isinstance(node, list):
-            for item in node:
-                collect(item, where)
-
-    collect(json.loads(report.getvalue()), "ISA")
-    return ok, errors, ack.getvalue()
+    verdict = validate_x12(payload)
+    return verdict.ok, list(verdict.errors), verdict.ack
 
 
 def _segments(payload: bytes) -> list[list[str]]:

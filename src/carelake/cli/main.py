@@ -194,11 +194,13 @@ def down() -> None:
 
 
 @app.command("demo")
-def demo(messages: Annotated[int, typer.Option(help="Messages to stream through the runtime")] = 20_000) -> None:
+def demo(messages: Annotated[int, typer.Option(help="Messages to stream through the runtime")] = 20_000,
+         patients: Annotated[int, typer.Option(help="Patients in the simulated day")] = 5_000) -> None:
     """Bring the stack up and show what exists end to end today."""
     from carelake import services
 
     t0 = time.monotonic()
+    day_dir = settings().home / "demo" / "day"
     out.rule("carelake demo")
     out.print("1. Starting the local stack (real Kafka, PostgreSQL, Redis, chDB Gold front)")
     stack_up(None)
@@ -206,11 +208,19 @@ def demo(messages: Annotated[int, typer.Option(help="Messages to stream through 
     topics_create()
     out.print(f"3. Streaming {messages:,} raw envelopes (1 KiB payloads) through the stream runtime")
     subprocess.run([sys.executable, "-m", "carelake.demo", "--messages", str(messages)], check=True)
+    out.print(f"4. Simulating one day of the eight source systems for {patients:,} patients into {day_dir}")
+    cli = [sys.executable, "-m", "carelake.cli", "simulate"]
+    subprocess.run([*cli, "--patients", str(patients), "--out", str(day_dir)], check=True)
+    out.print("5. Checking every simulated message and file with external parsers (hl7apy, pyx12, csv, json)")
+    subprocess.run([*cli, "check", str(day_dir), "--hl7-limit", "300"], check=True)
+    out.print("6. Replaying the day's messages to the source.<source>.v1 Kafka topics, as the systems would send them")
+    subprocess.run([*cli, "replay", "--from", str(day_dir), "--to", "kafka"], check=True)
     built = sorted(services.registered())
     out.rule("what this demo did not do")
     out.print(
         "The pipeline services (ingest-gateway, normalizer, dedup-mpi, quality-monitor, feature-store, "
-        "scorer, lake-writer) are not built yet, so no simulated day flows through Bronze, Silver and Gold. "
+        "scorer, lake-writer) are not built yet, so the replayed day waits on the source topics: nothing "
+        "reaches Bronze, Silver or Gold yet. "
         f"Built services: {', '.join(built) or 'none'}. The stack keeps running: `make status` shows it, "
         "`make down` stops it."
     )
@@ -267,6 +277,26 @@ def simulate(
     out.print(table)
     out.print(f"{manifest['records']:,} records for {patients:,} patients on {the_day} in {seconds:.1f}s "
               f"-> {out_dir} (truth in {out_dir / '_truth'})")
+
+
+@simulate_app.command("check")
+def simulate_check(
+    source_dir: Annotated[Path, typer.Argument(help="A folder written by `carelake simulate --out`")],
+    hl7_limit: Annotated[int | None, typer.Option(help="Check only the first N HL7 messages per source")] = None,
+) -> None:
+    """Parse every message and file of an output folder with external parsers (hl7apy, pyx12, csv, json)."""
+    from carelake_simulator.check import check_output
+
+    with out.status("checking"):
+        report = check_output(source_dir, hl7_limit)
+    out.print(f"checked: {dict(report.checked)}; planted malformed rejected {report.malformed_rejected}, "
+              f"accepted anyway {report.malformed_accepted}")
+    for source, item, why in report.failures[:20]:
+        err.print(f"[red]fails:[/red] {source} {item}: {why}")
+    if not report.ok:
+        err.print(f"[red]{len(report.failures)} records failed that were not planted as malformed[/red]")
+        raise typer.Exit(1)
+    out.print("[green]every record not planted as malformed parses[/green]")
 
 
 @simulate_app.command("replay")
