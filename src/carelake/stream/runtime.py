@@ -130,6 +130,12 @@ class Runner:
                 if msgs:
                     self._handle(msgs)
                 self._update_lag()
+        except TransientError:
+            if not self._stop.is_set():
+                raise
+            # Asked to stop while a dependency was down: the batch stays uncommitted and is
+            # redelivered to whoever owns the partition next.
+            log.warning("stopped while retrying; batch left uncommitted")
         finally:
             # Graceful: the last batch was committed inside _handle; flush stragglers, leave the group.
             self._producer.flush(30)
@@ -174,7 +180,7 @@ class Runner:
         self._prepare(records, prepared)
         self._deliver(prepared)
         self._commit(msgs)
-        self.committed_messages += len(msgs)
+        self.committed_messages += sum(consumed.values())
         m.BATCH_SIZE.labels(name).observe(len(msgs))
         m.BATCH_SECONDS.labels(name).observe(time.perf_counter() - started)
 
