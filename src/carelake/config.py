@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     gold_port: int = Field(18123, description="Port of the local Gold front (ClickHouse HTTP over chDB).")
     gold_url: str = Field("", description="ClickHouse HTTP URL of Gold; default the local front.")
     bronze_dir: Path | None = Field(None, description="Local Bronze object store; default <home>/bronze.")
+    bronze_backend: str = Field("local", description="Bronze object store backend: local | s3.")
+    s3_endpoint_url: str = Field("", description="S3 API endpoint for Bronze; empty = AWS S3.")
+    s3_bucket: str = Field("carelake-bronze", description="Bronze bucket.")
+    s3_region: str = Field("us-east-1", description="Region of the Bronze bucket.")
+    s3_access_key_id: SecretStr = Field(SecretStr(""), description="S3 access key; empty = boto3's default credential chain.")
+    s3_secret_access_key: SecretStr = Field(SecretStr(""), description="S3 secret key; empty = default chain.")
+    s3_prefix: str = Field("", description="Key prefix for Bronze inside the bucket.")
     schema_dir: Path = Field(
         default_factory=lambda: repo_root() / "schemas" / "avro",
         description="Folder of the Avro contracts (.avsc).",

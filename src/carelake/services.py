@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 from collections.abc import Callable
+from typing import Protocol
 from importlib.metadata import entry_points
 
 from carelake.config import Settings
@@ -27,7 +29,17 @@ DEFAULT_METRICS_PORTS = {
 }
 PLANNED = tuple(DEFAULT_METRICS_PORTS)
 
-Builder = Callable[[Settings], StreamService]
+class Runnable(Protocol):
+    """A service that is more than one stream loop (e.g. the gateway's listeners plus its consumers)."""
+
+    name: str
+
+    def run(self) -> None: ...  # blocks until stop()
+    def stop(self, *_: object) -> None: ...
+    def health(self) -> tuple[bool, dict]: ...
+
+
+Builder = Callable[[Settings], "StreamService | Runnable"]
 
 
 def registered() -> dict[str, str]:
@@ -48,22 +60,28 @@ def load_builder(name: str) -> Builder:
     raise ConfigError(f"unknown service {name!r}; built: {built or 'none'}; planned: {list(PLANNED)}")
 
 
-def run(name: str, settings: Settings) -> None:
-    """Build the service, check its topics, serve /metrics + /healthz, and run until SIGTERM."""
-    service = load_builder(name)(settings)
-    configure_logging(settings.log_level, service.name)
+def runner_for(service: StreamService, settings: Settings) -> Runner:
+    """A Runner for ``service`` after checking its topics exist with their registered contracts."""
     catalog = load_catalog(settings.topic_catalog, settings.topic_prefix)
     check_topics(catalog, settings.bootstrap, [*service.inputs, *service.outputs, service.dlq_topic])
-    consumer = {"session.timeout.ms": settings.session_timeout_ms}
+    consumer: dict[str, object] = {"session.timeout.ms": settings.session_timeout_ms}
     if settings.instance_id:
-        consumer["group.instance.id"] = settings.instance_id
+        consumer["group.instance.id"] = f"{settings.instance_id}-{service.name}"
     config = RunnerConfig(bootstrap=settings.bootstrap, batch_size=settings.batch_size, consumer=consumer)
-    runner = Runner(service, catalog, config)
-    runner.install_signal_handlers()
-    port = settings.metrics_port or DEFAULT_METRICS_PORTS.get(service.name, 0)
-    server = serve_health(port, runner.health)
+    return Runner(service, catalog, config)
+
+
+def run(name: str, settings: Settings) -> None:
+    """Build the service, check its topics, serve /metrics + /healthz, and run until SIGTERM."""
+    built = load_builder(name)(settings)
+    configure_logging(settings.log_level, built.name)
+    running: Runner | Runnable = runner_for(built, settings) if isinstance(built, StreamService) else built
+    signal.signal(signal.SIGTERM, running.stop)
+    signal.signal(signal.SIGINT, running.stop)
+    port = settings.metrics_port or DEFAULT_METRICS_PORTS.get(built.name, 0)
+    server = serve_health(port, running.health)
     logging.getLogger("carelake").info("serving /metrics and /healthz", extra={"port": server.server_port})
     try:
-        runner.run()
+        running.run()
     finally:
         server.shutdown()

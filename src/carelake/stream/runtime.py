@@ -10,7 +10,6 @@ reason and its original bytes. See docs/decisions/0002-stream-runtime.md.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections import Counter
@@ -96,10 +95,6 @@ class Runner:
     def stop(self, *_: object) -> None:
         """Ask the loop to finish its batch, commit and close."""
         self._stop.set()
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.stop)
-        signal.signal(signal.SIGINT, self.stop)
 
     def health(self) -> tuple[bool, dict]:
         stale = time.monotonic() - self._last_loop

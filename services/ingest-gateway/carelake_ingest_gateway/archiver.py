@@ -1,0 +1,90 @@
+"""The archiver: raw envelopes from bronze.raw.v1 into immutable Bronze segment files.
+
+Streamed messages are not one object each — 847,000 tiny objects a day would make listing and
+replay crawl. Each consumed batch becomes one segment per (source, day, partition), named by the
+Kafka offsets it covers, with a CSV index beside it (raw id, message id, byte range inside the
+segment, SHA-256, Kafka offset, received time). Segment names come from offsets, so a batch
+re-read after a crash writes the same object again (idempotent) or, if it is cut differently,
+an overlapping segment; readers deduplicate by raw id. Offsets are committed only after the
+segment and its index are stored (the runtime's sink contract).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from carelake.bronze.store import BronzeStore
+from carelake.errors import TransientError
+from carelake.stream.runtime import StreamService
+from carelake.stream.types import Record, Write
+
+INDEX_COLUMNS = ("raw_id", "source_message_id", "offset", "length", "sha256", "kafka_partition",
+                 "kafka_offset", "received_at", "source_patient_key", "format", "content_type")
+
+
+def segment_key(source: str, day: datetime, partition: int, first: int, last: int) -> str:
+    return f"{source}/{day:%Y/%m/%d}/segments/p{partition:03d}-{first:012d}-{last:012d}.seg"
+
+
+def build_segments(records: Sequence[Record]) -> list[tuple[str, bytes, bytes]]:
+    """Pure: group envelopes into (segment key, segment bytes, index CSV bytes).
+
+    Envelopes whose bytes already live in Bronze (records of a stored file: payload referenced,
+    not inline) are not copied again.
+    """
+    groups: dict[tuple[str, str, int], list[Record]] = defaultdict(list)
+    for r in records:
+        env = r.value
+        if env.get("payload") is None:
+            continue
+        when = env["received_at"].astimezone(UTC)
+        groups[(env["source"], f"{when:%Y-%m-%d}", r.partition)].append(r)
+    out = []
+    for (source, day, partition), group in sorted(groups.items()):
+        data, index = io.BytesIO(), io.StringIO()
+        writer = csv.writer(index)
+        writer.writerow(INDEX_COLUMNS)
+        for r in group:
+            env, payload = r.value, r.value["payload"]
+            start = data.tell()
+            data.write(payload)
+            sha = hashlib.sha256(payload).hexdigest()
+            if sha != env["sha256"]:
+                raise ValueError(f"envelope {env['id']} payload does not match its sha256")
+            writer.writerow((env["id"], env.get("source_message_id") or "", start, len(payload), sha, r.partition,
+                             r.offset, env["received_at"].isoformat(), env.get("source_patient_key") or "",
+                             env["format"], env.get("content_type") or ""))
+        key = segment_key(source, datetime.fromisoformat(day), partition, group[0].offset, group[-1].offset)
+        out.append((key, data.getvalue(), index.getvalue().encode()))
+    return out
+
+
+class SegmentSink:
+    """Writes a batch's segments and indexes to the Bronze store; a store failure is retried."""
+
+    def __init__(self, store: BronzeStore) -> None:
+        self.store = store
+
+    def write(self, items: Sequence[Record]) -> None:
+        for key, data, index in build_segments(items):
+            try:
+                # The segment first, then its index: an index never points at a missing segment.
+                self.store.put(key, data, metadata={"kind": "segment", "messages": str(index.count(b"\n") - 1)})
+                self.store.put(f"{key}.idx.csv", index, metadata={"kind": "segment-index"})
+            except OSError as exc:
+                raise TransientError(f"Bronze store write failed for {key}: {exc}") from exc
+
+
+def archive(batch: Sequence[Record]) -> list[Write]:
+    """The archiver's process: every envelope goes to the segment sink."""
+    return [Write(r) for r in batch]
+
+
+def build_archiver(store: BronzeStore, name: str = "ingest-archiver") -> StreamService:
+    return StreamService(name=name, inputs=["bronze.raw.v1"], outputs=[], process=archive,
+                         sink=SegmentSink(store), dlq="dlq.ingest-gateway.v1")

@@ -1,0 +1,556 @@
+"""The gateway's HTTP API: single messages, whole batch files, and Bronze objects read back.
+
+* ``POST /v1/messages/{source}`` — one HL7 v2 / JSON / CSV-row message, answered once the broker has
+  acknowledged its raw envelope (acks=all).
+* ``POST /v1/files/{source}`` — a batch file (X12 837/835, CSV export, NDJSON), streamed to a temp
+  file while hashed, stored whole in Bronze under a content-addressed key, then split into records,
+  one raw envelope each pointing at the file and the record's byte range.
+* ``GET /v1/objects/{key}`` — a Bronze object's bytes, streamed.
+
+Per-source API keys are kept as SHA-256 hashes and compared in constant time; per-source token
+buckets answer 429 with Retry-After; sizes are checked against Content-Length before reading and
+counted while reading. Every answer is counted in ``carelake_http_requests_total``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request, Security
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from carelake.bronze.store import BronzeError, BronzeStore, ObjectNotFoundError, bronze_key
+from carelake.errors import ConfigError
+from carelake_ingest_gateway import files
+from carelake_ingest_gateway.intake import SOURCES, Accepted, Intake, IntakeError
+from carelake_ingest_gateway.sniff import Sniffed
+
+log = logging.getLogger("carelake.ingest.http")
+
+HTTP_REQUESTS = Counter("carelake_http_requests_total", "HTTP requests answered by the ingest gateway",
+                        ["source", "endpoint", "status"])
+
+SPOOL_BLOCK = 1 << 20
+RECORD_WINDOW = 10_000  # file records in flight to the broker at once: bounds memory, keeps the pipe full
+RECORD_LANES = 4  # threads starting file records: Redis and broker round trips overlap
+RECORD_TIMEOUT_S = 60.0  # a file is answered 503 when no record is acknowledged for this long
+DEFAULT_CONTENT_TYPE = {"x12": "application/edi-x12", "csv": "text/csv", "ndjson": "application/x-ndjson"}
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+
+
+# ---- answers (also the OpenAPI schema) -----------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="Machine-readable code, e.g. unauthorized, too_large, bad_x12_envelope.")
+    detail: str = Field(description="What is wrong, precisely enough for the sender to fix it.")
+    key: str | None = Field(None, description="Bronze key where the rejected bytes were kept (quarantine).")
+
+
+class MessageAccepted(BaseModel):
+    id: str = Field(description="Raw envelope id (deterministic: same source, bytes and message id, same id).")
+    sha256: str
+    duplicate: bool = Field(description="True when these bytes were already accepted; nothing new was stored.")
+    message_id: str | None = Field(None, description="The sender's message id (e.g. MSH-10), when it has one.")
+
+
+class RejectedRecord(BaseModel):
+    byte_start: int
+    byte_end: int
+    error: str
+    detail: str
+
+
+class FileAccepted(BaseModel):
+    key: str = Field(description="Bronze key of the whole file (content-addressed: sha256 prefix + name).")
+    sha256: str
+    size: int
+    format: str = Field(description="x12, csv or ndjson.")
+    records: int = Field(description="Records found in the file, one raw envelope each.")
+    emitted: int = Field(description="Envelopes produced by this request (0 when every record was already sent).")
+    duplicate: bool = Field(description="True when this exact file was already stored under this key.")
+    rejected: list[RejectedRecord] = Field(default_factory=list,
+                                           description="Records refused (first 100); the file keeps their bytes.")
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    what = {400: "Empty body or bad key", 401: "Missing or wrong API key", 404: "Unknown source or object",
+            413: "Body larger than the limit", 415: "Not a file format the gateway splits",
+            422: "Rejected content (reason in detail; a rejected file is kept under quarantine)",
+            429: "Over the source's rate limit (see Retry-After)", 503: "Broker or store unavailable; retry"}
+    return {s: {"model": ErrorBody, "description": what[s]} for s in statuses}
+
+
+def _raw_body(*types: str) -> dict[str, Any]:
+    content = {t: {"schema": {"type": "string", "format": "binary"}} for t in types}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+class Refused(Exception):
+    """An answer other than success, with its status, code and detail."""
+
+    def __init__(self, status: int, error: str, detail: str, *, headers: Mapping[str, str] | None = None,
+                 key: str | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.headers, self.key = status, error, detail, headers, key
+
+
+# ---- keys and limits --------------------------------------------------------------------------
+
+
+def hash_key(api_key: str) -> str:
+    """What ``api_keys`` holds for a key: its SHA-256, hex."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+class TokenBucket:
+    """``rate`` requests a second on average, bursts up to ``burst`` (default: one second's worth)."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        if rate <= 0:
+            raise ConfigError(f"rate limit must be positive, got {rate}")
+        self.rate, self.capacity = rate, burst or max(1.0, rate)
+        self.tokens, self.stamp = self.capacity, time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """0 when a request may go ahead, else the seconds until one may."""
+        with self._lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return 0.0
+            return (1 - self.tokens) / self.rate
+
+
+def safe_name(raw: str | None, default: str = "upload") -> str:
+    """A file name fit for a Bronze key: its last path part, [A-Za-z0-9._-] only, at most 100 characters."""
+    base = re.split(r"[/\\]", raw or "")[-1]
+    name = _UNSAFE_NAME.sub("_", base).strip("._-")[:100].rstrip("._-")
+    return name or default
+
+
+def _printable(text: str, limit: int = 500) -> str:
+    return _NOT_PRINTABLE.sub("?", text)[:limit]
+
+
+# ---- file records into the intake ------------------------------------------------------------
+
+
+class _KnownRecord:
+    """The intake, seen through a file record whose facts the splitter already read.
+
+    ``Intake.start`` sniffs every payload, and sniff cannot recognise a lone 837 claim loop (it
+    wants an ISA) nor read a CSV row's id and patient; this view answers ``check`` with what
+    files.py found and leaves everything else (dedup, envelope, produce, metrics) to the intake.
+    Size limits are for messages: a file record's bytes are already in Bronze, and beyond the
+    intake's inline limit the envelope only references them.
+    """
+
+    __slots__ = ("_intake", "_sniffed")
+
+    def __init__(self, intake: Intake, sniffed: Sniffed) -> None:
+        self._intake, self._sniffed = intake, sniffed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._intake, name)
+
+    def check(self, source: str, payload: bytes, content_type: str | None) -> Sniffed:
+        return self._sniffed
+
+
+class _Lanes:
+    """File records into the intake on a few threads, so Redis and broker round trips overlap.
+
+    A record's lane is chosen by its patient key, and a lane starts its records one after the
+    other, so one patient's envelopes reach the topic in file order (records without a key share
+    one lane). At most ``window`` records are in flight: memory stays flat however big the file.
+    """
+
+    def __init__(self, lanes: int, window: int) -> None:
+        self._lanes = [ThreadPoolExecutor(1, thread_name_prefix="file-records") for _ in range(max(1, lanes))]
+        self._window = threading.BoundedSemaphore(window)
+        self._idle = threading.Condition()
+        self._outstanding = self.emitted = 0
+        self.rejected: list[RejectedRecord] = []
+        self._failure: BaseException | None = None
+
+    def offer(self, record: files.Record, start: Callable[[], Future[Accepted]]) -> None:
+        if self._failure is not None:
+            raise self._failure
+        self._window.acquire()
+        with self._idle:
+            self._outstanding += 1
+        lane = hash(record.patient_key) % len(self._lanes) if record.patient_key else 0
+        self._lanes[lane].submit(self._start, record, start)
+
+    def _start(self, record: files.Record, start: Callable[[], Future[Accepted]]) -> None:
+        try:
+            future = start()
+        except BaseException as exc:  # noqa: BLE001 - handed to the request thread by finish()
+            future = Future()
+            future.set_exception(exc)
+        future.add_done_callback(lambda done: self._settle(record, done))
+
+    def _settle(self, record: files.Record, done: Future[Accepted]) -> None:
+        exc = done.exception()
+        with self._idle:
+            if exc is None:
+                self.emitted += not done.result().duplicate
+            elif isinstance(exc, IntakeError) and exc.code != "unavailable":
+                if len(self.rejected) < 100:
+                    self.rejected.append(RejectedRecord(byte_start=record.byte_start, byte_end=record.byte_end,
+                                                        error=exc.code, detail=exc.reason))
+            elif self._failure is None:
+                self._failure = exc
+            self._outstanding -= 1
+            self._idle.notify_all()
+        self._window.release()
+
+    def finish(self, stall_s: float) -> tuple[int, list[RejectedRecord]]:
+        """Wait until every record is settled (503 if none settles for ``stall_s``); (emitted, rejected)."""
+        with self._idle:
+            while self._outstanding:
+                before = self._outstanding
+                if not self._idle.wait_for(lambda: self._outstanding < before, stall_s):
+                    raise IntakeError("raw topic did not acknowledge in time", code="unavailable",
+                                      ack_code="AE", http_status=503)
+        if self._failure is not None:
+            raise self._failure
+        return self.emitted, self.rejected
+
+    def close(self) -> None:
+        for lane in self._lanes:
+            lane.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _Spooled:
+    path: str
+    sha256: str
+    size: int
+    head: bytes
+
+
+def _file_chunks(path: str) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while block := f.read(SPOOL_BLOCK):
+            yield block
+
+
+# ---- the app --------------------------------------------------------------------------------
+
+
+def create_app(intake: Intake, store: BronzeStore, *, api_keys: Mapping[str, str],
+               max_message: int | None = None, max_file: int = 2 << 30,
+               rate_limits: Mapping[str, float] | None = None, spool_dir: Path | None = None,
+               record_window: int = RECORD_WINDOW, record_lanes: int = RECORD_LANES) -> FastAPI:
+    """The HTTP API over one Intake and one Bronze store.
+
+    ``api_keys`` maps a source to the SHA-256 (hex) of its key (see hash_key); ``rate_limits`` a
+    source to requests per second; ``spool_dir`` is where uploads wait while hashed (default: the
+    system temp folder; put it on the store's disk for large files).
+    """
+    hashes = {s: h.lower() for s, h in api_keys.items()}
+    for source, digest in hashes.items():
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ConfigError(f"API key of {source!r} must be a SHA-256 hex digest (keys are hashed at rest)")
+    limit_message = max_message or intake.max_message
+    buckets = {s: TokenBucket(r) for s, r in (rate_limits or {}).items()}
+    bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <the source's API key>")
+    header_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The source's API key")
+
+    app = FastAPI(title="carelake ingest-gateway", version="1",
+                  description="Every source in: raw bytes kept whole in Bronze, one raw envelope per "
+                              "message or file record on bronze.raw.v1.")
+    app.add_middleware(_CountRequests)
+
+    def guard(source: str, credentials: HTTPAuthorizationCredentials | None, key: str | None) -> None:
+        """404 unknown source, 401 wrong or missing key, 429 over the rate: in that order."""
+        if source not in SOURCES:
+            raise Refused(404, "unknown_source", f"unknown source {source!r}; known: {', '.join(SOURCES)}")
+        presented = credentials.credentials if credentials is not None else key
+        expected = hashes.get(source)
+        if not presented or expected is None or not hmac.compare_digest(hash_key(presented), expected):
+            raise Refused(401, "unauthorized", f"missing or wrong API key for source {source!r}",
+                          headers={"WWW-Authenticate": "Bearer"})
+        bucket = buckets.get(source)
+        wait = bucket.take() if bucket is not None else 0.0
+        if wait:
+            raise Refused(429, "rate_limited", f"source {source!r} is limited to {bucket.rate:g} requests/s",
+                          headers={"Retry-After": str(max(1, math.ceil(wait)))})
+
+    def declared(request: Request, limit: int, what: str) -> None:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise Refused(413, "too_large", f"{what} of {length} bytes exceeds the {limit}-byte limit")
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> JSONResponse:
+        body = {"error": exc.error, "detail": exc.detail, **({"key": exc.key} if exc.key else {})}
+        return JSONResponse(body, exc.status, headers=dict(exc.headers or {}))
+
+    @app.exception_handler(IntakeError)
+    async def intake_error(request: Request, exc: IntakeError) -> JSONResponse:
+        return JSONResponse({"error": exc.code, "detail": exc.reason}, exc.http_status)
+
+    @app.exception_handler(BronzeError)
+    async def bronze_error(request: Request, exc: BronzeError) -> JSONResponse:
+        status = exc.http_status_code()
+        code = {400: "bad_key", 404: "not_found", 409: "conflict", 503: "store_unavailable"}.get(status, "store_error")
+        return JSONResponse({"error": code, "detail": str(exc)}, status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": code, "detail": str(exc.detail)}, exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    # ---- messages ---------------------------------------------------------------------------
+
+    @app.post("/v1/messages/{source}", status_code=201, response_model=MessageAccepted,
+              responses={200: {"model": MessageAccepted, "description": "A re-delivery of an accepted message"},
+                         **_errors(400, 401, 404, 413, 422, 429, 503)},
+              openapi_extra=_raw_body("x-application/hl7-v2+er7", "application/json", "text/csv"),
+              summary="Accept one message (HL7 v2, JSON, CSV row) once it is durable")
+    async def post_message(source: str, request: Request,
+                           credentials: HTTPAuthorizationCredentials | None = Security(bearer),
+                           key: str | None = Security(header_key)) -> JSONResponse:
+        guard(source, credentials, key)
+        declared(request, limit_message, "message")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit_message:
+                raise Refused(413, "too_large", f"message exceeds the {limit_message}-byte limit")
+        try:
+            accepted: Accepted = await run_in_threadpool(
+                intake.submit, source, bytes(body), transport="http",
+                content_type=request.headers.get("content-type"))
+        except FutureTimeout:
+            raise IntakeError("raw topic did not acknowledge in time", code="unavailable", ack_code="AE",
+                              http_status=503) from None
+        answer = MessageAccepted(id=accepted.raw_id, sha256=accepted.sha256, duplicate=accepted.duplicate,
+                                 message_id=accepted.sniffed.message_id)
+        return JSONResponse(answer.model_dump(), 200 if accepted.duplicate else 201)
+
+    # ---- files ------------------------------------------------------------------------------
+
+    async def spool(request: Request) -> _Spooled:
+        """The body in a temp file, hashed and counted on the way (constant memory)."""
+        digest, size, head = hashlib.sha256(), 0, b""
+        fd, path = tempfile.mkstemp(prefix="carelake-upload-", dir=spool_dir)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > max_file:
+                        raise Refused(413, "too_large", f"file exceeds the {max_file}-byte limit")
+                    digest.update(chunk)
+                    out.write(chunk)  # page-cache writes of one socket read: too short to hand to a thread
+                    if len(head) < 4096:
+                        head += chunk[:4096 - len(head)]
+        except BaseException:
+            os.unlink(path)
+            raise
+        return _Spooled(path, digest.hexdigest(), size, head)
+
+    def emit(source: str, fmt: str, path: str, key: str, records: Iterator[files.Record],
+             content_type: str) -> tuple[int, int, list[RejectedRecord]]:
+        """One envelope per record; returns (records, emitted, rejected)."""
+        total, lanes = 0, _Lanes(record_lanes, record_window)
+        try:
+            # Records come in file order, so a buffered reader serves nearly every seek from its buffer.
+            with open(path, "rb", buffering=SPOOL_BLOCK) as reader:
+                for record in records:
+                    total += 1
+                    reader.seek(record.byte_start)
+                    payload = reader.read(record.byte_end - record.byte_start)
+                    fields = {"bronze_key": key, "byte_offset": record.byte_start, "headers": {"file_format": fmt}}
+                    if fmt == "ndjson":  # a JSON line is a message like any other: sniff reads its ids
+                        door: Any = intake
+                    else:
+                        door = _KnownRecord(intake, Sniffed(fmt, record.record_id, record.patient_key))
+                    lanes.offer(record, partial(Intake.start, door, source, payload, transport="http_file",
+                                                content_type=content_type, envelope_fields=fields))
+            return total, *lanes.finish(RECORD_TIMEOUT_S)
+        finally:
+            lanes.close()
+
+    def take_file(source: str, upload: _Spooled, name: str, content_type: str | None) -> tuple[int, FileAccepted]:
+        """Check, store whole (or quarantine), split and emit; blocking, so it runs in a worker thread."""
+        now, clock = datetime.now(UTC), [time.perf_counter()]
+        object_name = f"{upload.sha256[:16]}-{name}"
+        meta = {"file_name": name, "transport": "http",
+                **({"content_type": _printable(content_type, 200)} if content_type else {})}
+
+        def quarantine(status: int, error: files.FileFormatError) -> Refused:
+            qkey = bronze_key(source, now, object_name, kind="quarantine")
+            store.put_stream(qkey, _file_chunks(upload.path), {**meta, "reason": _printable(str(error))})
+            log.warning("file quarantined", extra={"source": source, "key": qkey, "reason": str(error)})
+            return Refused(status, error.code if status == 422 else "unsupported_format", str(error), key=qkey)
+
+        try:
+            fmt = files.detect_format(upload.head, name, content_type)
+        except files.FileFormatError as exc:
+            raise quarantine(415, exc) from None
+        with open(upload.path, "rb") as f:
+            records = files.split(fmt, source, f)
+            try:  # X12: the whole envelope is checked before the first record comes out
+                first = next(records, None)
+            except files.FileFormatError as exc:
+                raise quarantine(422, exc) from None
+            clock.append(time.perf_counter())
+            key = bronze_key(source, now, object_name)
+            try:
+                duplicate = store.head(key).sha256 == upload.sha256
+            except ObjectNotFoundError:
+                duplicate = False
+            if not duplicate:
+                store.put_stream(key, _file_chunks(upload.path), {**meta, "format": fmt})
+            clock.append(time.perf_counter())
+            # A re-delivered file is offered again: the intake recognises records already on the
+            # topic, so nothing is sent twice, and a file cut short by a crash is completed.
+            chained = records if first is None else _prepend(first, records)
+            try:
+                total, emitted, rejected = emit(source, fmt, upload.path, key, chained,
+                                                content_type or DEFAULT_CONTENT_TYPE[fmt])
+            except files.FileFormatError as exc:  # a CSV row the csv module cannot read
+                raise Refused(422, exc.code, f"{exc}; the file is stored, records before it were accepted",
+                              key=key) from None
+        clock.append(time.perf_counter())
+        check_s, store_s, emit_s = (round(b - a, 3) for a, b in zip(clock, clock[1:]))
+        log.info("file taken", extra={"source": source, "key": key, "size": upload.size, "records": total,
+                                      "emitted": emitted, "duplicate": duplicate, "check_s": check_s,
+                                      "store_s": store_s, "emit_s": emit_s})
+        answer = FileAccepted(key=key, sha256=upload.sha256, size=upload.size, format=fmt, records=total,
+                              emitted=emitted, duplicate=duplicate, rejected=rejected)
+        return (200 if duplicate else 201), answer
+
+    @app.post("/v1/files/{source}", status_code=201, response_model=FileAccepted,
+              responses={200: {"model": FileAccepted, "description": "This exact file was already stored"},
+                         **_errors(400, 401, 404, 413, 415, 422, 429, 503)},
+              openapi_extra=_raw_body("application/edi-x12", "text/csv", "application/x-ndjson"),
+              summary="Store a batch file whole in Bronze and emit one envelope per record")
+    async def post_file(source: str, request: Request,
+                        credentials: HTTPAuthorizationCredentials | None = Security(bearer),
+                        key: str | None = Security(header_key)) -> JSONResponse:
+        """File name from ``X-File-Name``; X12 envelopes are checked before anything is stored."""
+        guard(source, credentials, key)
+        declared(request, max_file, "file")
+        upload = await spool(request)
+        try:
+            if upload.size == 0:
+                raise Refused(400, "empty", "empty file")
+            status, answer = await run_in_threadpool(take_file, source, upload,
+                                                     safe_name(request.headers.get("x-file-name")),
+                                                     request.headers.get("content-type"))
+        finally:
+            os.unlink(upload.path)
+        return JSONResponse(answer.model_dump(), status)
+
+    # ---- reading back -----------------------------------------------------------------------
+
+    @app.get("/v1/objects/{key:path}", response_class=StreamingResponse,
+             responses={200: {"content": {"application/octet-stream": {}}, "description": "The stored bytes"},
+                        **_errors(400, 401, 404, 429)},
+             summary="Read one Bronze object back, byte for byte")
+    async def get_object(key: str, credentials: HTTPAuthorizationCredentials | None = Security(bearer),
+                         api_key: str | None = Security(header_key)) -> StreamingResponse:
+        """Requires the API key of the object's source (the key's first part)."""
+        source = key.split("/", 1)[0]
+        if source not in SOURCES:
+            raise Refused(404, "not_found", f"no Bronze object {key!r}")
+        guard(source, credentials, api_key)
+        info = await run_in_threadpool(store.head, key)
+        chunks = await run_in_threadpool(store.open_stream, key)
+        return StreamingResponse(chunks, media_type="application/octet-stream",
+                                 headers={"Content-Length": str(info.size), "ETag": f'"{info.sha256}"',
+                                          "X-Content-SHA256": info.sha256, "X-Content-Type-Options": "nosniff"})
+
+    # ---- operations -------------------------------------------------------------------------
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "queued": len(intake.producer)}
+
+    @app.get("/metrics", response_class=Response, summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _prepend(first: files.Record, rest: Iterator[files.Record]) -> Iterator[files.Record]:
+    yield first
+    yield from rest
+
+
+class _CountRequests:
+    """ASGI middleware: count every answer by source, route template and status."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def sending(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            params = scope.get("path_params") or {}
+            source = params.get("source") or str(params.get("key", "")).split("/", 1)[0]
+            HTTP_REQUESTS.labels(source if source in SOURCES else ("" if not source else "unknown"),
+                                 getattr(route, "path", "unmatched"), str(status)).inc()
+
+
+# ---- running it -------------------------------------------------------------------------------
+
+
+def make_server(app: FastAPI, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> uvicorn.Server:
+    """A uvicorn server for ``app`` (options: ssl_certfile/ssl_keyfile for TLS, ...); ``run()`` blocks.
+
+    From a thread: ``threading.Thread(target=server.run).start()``, wait for ``server.started``,
+    stop with ``server.should_exit = True``.
+    """
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, **options))
+
+
+def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
+    """Serve ``app`` until interrupted."""
+    make_server(app, host, port, **options).run()

@@ -1,0 +1,190 @@
+"""The one door every protocol uses: validate, envelope, produce with acks=all, wait until durable.
+
+A message is accepted only once the broker has acknowledged its envelope (payload inline) on
+``bronze.raw.v1`` with acks=all; the archiver writes Bronze segments from there. A re-delivery
+of identical bytes (same source, SHA-256 and message id) is recognised in Redis and counted, not
+stored twice. Input that is parseable but rejected is kept under Bronze's quarantine prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from confluent_kafka import KafkaError, Message, Producer
+from prometheus_client import Counter
+
+from carelake.errors import CarelakeError
+from carelake.serde import SchemaRegistry
+from carelake.topics import Catalog
+from carelake_ingest_gateway.sniff import Sniffed, sniff
+
+log = logging.getLogger("carelake.ingest")
+
+SOURCES = ("ehr", "lab", "pharmacy", "claims", "wearables", "public_health", "scheduling", "billing")
+RAW_TOPIC = "bronze.raw.v1"
+INTAKE = Counter("carelake_intake_total", "Messages and files offered to the gateway",
+                 ["source", "format", "transport", "outcome"])
+
+
+class IntakeError(CarelakeError):
+    """The gateway did not take the input; ``ack_code`` is the HL7 answer, ``http_status`` the HTTP one."""
+
+    def __init__(self, reason: str, *, code: str, ack_code: str = "AR", http_status: int = 422) -> None:
+        super().__init__(reason)
+        self.reason, self.code, self.ack_code, self.http_status = reason, code, ack_code, http_status
+
+
+@dataclass(frozen=True)
+class Accepted:
+    raw_id: str
+    sha256: str
+    duplicate: bool
+    sniffed: Sniffed
+
+
+def raw_id(source: str, sha256: str, message_id: str | None) -> str:
+    """Deterministic envelope id: the same bytes from the same source under the same id are one message."""
+    return hashlib.sha256(f"{source}|{sha256}|{message_id or ''}".encode()).hexdigest()[:32]
+
+
+def stream_prefix(source: str, when: datetime) -> str:
+    """Where the archiver puts this message's segment; the segment index maps raw id -> key + offset."""
+    return f"{source}/{when:%Y/%m/%d}/segments/"
+
+
+def envelope(source: str, payload: bytes, sniffed: Sniffed, sha: str, received: datetime, *,
+             content_type: str | None, transport: str, inline_limit: int,
+             bronze_key: str | None = None, byte_offset: int = 0, headers: dict[str, str] | None = None) -> dict:
+    """The raw envelope (schemas/avro/raw_envelope.avsc) for one message or one record of a file."""
+    return {
+        "id": raw_id(source, sha, sniffed.message_id), "source": source, "format": sniffed.format,
+        "content_type": content_type, "received_at": received,
+        "bronze_key": bronze_key or stream_prefix(source, received), "sha256": sha,
+        "byte_offset": byte_offset, "byte_length": len(payload),
+        "payload": payload if len(payload) <= inline_limit else None,
+        "source_message_id": sniffed.message_id, "source_patient_key": sniffed.patient_key,
+        "replayed": False, "headers": {"transport": transport, **(headers or {})},
+    }
+
+
+class Intake:
+    """Shared by the MLLP listener, the HTTP API, the drop folder and the Kafka capture."""
+
+    def __init__(self, bootstrap: str, catalog: Catalog, redis_url: str | None = None, *,
+                 inline_limit: int = 256 * 1024, max_message: int = 900 * 1024,
+                 dedup_ttl_s: int = 30 * 86400, producer_config: dict | None = None) -> None:
+        self.topic = catalog.physical(RAW_TOPIC)
+        self.schema = SchemaRegistry.load().get(catalog.get(RAW_TOPIC).value_schema)
+        self.inline_limit, self.max_message, self.dedup_ttl_s = inline_limit, max_message, dedup_ttl_s
+        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                                  "linger.ms": 2, "compression.type": "lz4", **(producer_config or {})})
+        self.redis = None
+        if redis_url:
+            import redis
+
+            self.redis = redis.Redis.from_url(redis_url, socket_timeout=2)
+        self._closing = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="intake-producer", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._closing.is_set():
+            self.producer.poll(0.05)  # delivery callbacks run here and resolve the waiting futures
+
+    def close(self) -> None:
+        self.producer.flush(30)
+        self._closing.set()
+        self._poller.join(5)
+
+    # ---- the door --------------------------------------------------------------------------
+
+    def check(self, source: str, payload: bytes, content_type: str | None) -> Sniffed:
+        """Validate without side effects; raises IntakeError with the answer the sender gets."""
+        if source not in SOURCES:
+            raise IntakeError(f"unknown source {source!r}; known: {', '.join(SOURCES)}", code="unknown_source",
+                              http_status=404)
+        if len(payload) > self.max_message:
+            raise IntakeError(f"message of {len(payload)} bytes exceeds the {self.max_message}-byte limit",
+                              code="too_large", http_status=413)
+        if not payload.strip():
+            raise IntakeError("empty message", code="empty", http_status=400)
+        sniffed = sniff(source, payload, content_type)
+        if sniffed.problem:
+            raise IntakeError(sniffed.problem, code=f"bad_{sniffed.format}", http_status=422)
+        return sniffed
+
+    def submit(self, source: str, payload: bytes, *, transport: str, content_type: str | None = None,
+               timeout_s: float = 30.0) -> Accepted:
+        """Accept one message: returns once it is durable on the raw topic (or a duplicate of one)."""
+        return self.start(source, payload, transport=transport, content_type=content_type).result(timeout_s)
+
+    async def submit_async(self, source: str, payload: bytes, *, transport: str,
+                           content_type: str | None = None) -> Accepted:
+        return await asyncio.wrap_future(self.start(source, payload, transport=transport,
+                                                    content_type=content_type))
+
+    def start(self, source: str, payload: bytes, *, transport: str, content_type: str | None = None,
+              envelope_fields: dict | None = None) -> Future[Accepted]:
+        """Validate and produce; the future resolves when the broker acknowledges (acks=all)."""
+        done: Future[Accepted] = Future()
+        try:
+            sniffed = self.check(source, payload, content_type)
+        except IntakeError as exc:
+            INTAKE.labels(source if source in SOURCES else "unknown", "?", transport, exc.code).inc()
+            done.set_exception(exc)
+            return done
+        sha = hashlib.sha256(payload).hexdigest()
+        rid = raw_id(source, sha, sniffed.message_id)
+        if self._seen_before(source, rid):
+            INTAKE.labels(source, sniffed.format, transport, "duplicate").inc()
+            done.set_result(Accepted(rid, sha, True, sniffed))
+            return done
+        # A message travels inline (it fits a Kafka message: max_message); a record of a stored file
+        # is inlined only when small, and otherwise referenced by its file key and byte range.
+        in_file = bool(envelope_fields and "bronze_key" in envelope_fields)
+        env = envelope(source, payload, sniffed, sha, datetime.now(UTC), content_type=content_type,
+                       transport=transport, inline_limit=self.inline_limit if in_file else len(payload),
+                       **(envelope_fields or {}))
+        value = self.schema.encode(env)
+        key = (sniffed.patient_key or f"{source}|{sniffed.message_id or rid}").encode()
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                INTAKE.labels(source, sniffed.format, transport, "accepted").inc()
+                done.set_result(Accepted(rid, sha, False, sniffed))
+                return
+            self._forget(source, rid)
+            INTAKE.labels(source, sniffed.format, transport, "unavailable").inc()
+            done.set_exception(IntakeError(f"raw topic did not acknowledge: {err.str()}", code="unavailable",
+                                           ack_code="AE", http_status=503))
+
+        while True:
+            try:
+                self.producer.produce(self.topic, value=value, key=key, on_delivery=delivered)
+                return done
+            except BufferError:  # the local queue is full: wait for the poller to drain it
+                self._closing.wait(0.01)
+
+    # ---- re-delivery recognition -----------------------------------------------------------------
+
+    def _seen_before(self, source: str, rid: str) -> bool:
+        if self.redis is None:
+            return False
+        try:
+            return not self.redis.set(f"carelake:ingest:seen:{source}:{rid}", 1, nx=True, ex=self.dedup_ttl_s)
+        except Exception:  # noqa: BLE001 - Redis down: store twice rather than lose (downstream ids dedup)
+            log.warning("dedup unavailable; accepting without the re-delivery check")
+            return False
+
+    def _forget(self, source: str, rid: str) -> None:
+        if self.redis is not None:
+            try:
+                self.redis.delete(f"carelake:ingest:seen:{source}:{rid}")
+            except Exception:  # noqa: BLE001 - best effort; the sender will retry and be told "duplicate"
+                pass

@@ -1,0 +1,333 @@
+"""The MLLP listener: HL7 v2 over TCP (optionally TLS), one ACK per frame, AA only once durable.
+
+Each connection is one task reading frames in order; a frame is answered before the next one on the
+same connection is looked at (HL7 original mode), so a sender's order is the topic's order. Many
+connections run side by side. Bad input is answered, counted and logged, never a reason to drop a
+connection: an unreadable MSH gets AR with ERR 102, a frame over the size limit AR "too large",
+junk between frames is skipped to the next start block, and a frame cut off by a close is counted
+and, like anything not yet durable, never acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import ssl
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from carelake_ingest_gateway.hl7_ack import (
+    APPLICATION_INTERNAL_ERROR,
+    DATA_TYPE_ERROR,
+    ENHANCED,
+    REQUIRED_FIELD_MISSING,
+    UNSUPPORTED_VERSION_ID,
+    Event,
+    Frame,
+    FrameReader,
+    Junk,
+    Oversize,
+    Truncated,
+    ack,
+    frame,
+    readable_msh,
+)
+from carelake_ingest_gateway.intake import INTAKE, SOURCES, Accepted, Intake, IntakeError
+from carelake_ingest_gateway.sniff import SUPPORTED_HL7_VERSIONS, Msh
+
+log = logging.getLogger("carelake.ingest.mllp")
+
+HL7_CONTENT_TYPE = "x-application/hl7-v2+er7"
+UNKNOWN = "unknown"  # the source label when a frame could not be attributed to one
+
+ACKS = Counter("carelake_mllp_acks_total", "HL7 ACKs written by the MLLP listener", ["source", "code"])
+ACK_SECONDS = Histogram(
+    "carelake_mllp_ack_seconds", "Seconds from a frame's last byte to its ACK written", ["source"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+CONNECTIONS = Gauge("carelake_mllp_connections", "Open MLLP connections", ["port"])
+PROTOCOL_ERRORS = Counter(
+    "carelake_mllp_protocol_errors_total",
+    "MLLP framing problems: junk (bytes outside frames), oversize, truncated (frame never ended), idle_timeout",
+    ["port", "kind"],
+)
+
+SourceFor = Callable[[Msh], str | None] | str
+
+
+@dataclass(eq=False)  # identity-hashed: kept in a set of open connections
+class _Connection:
+    task: asyncio.Task
+    peer: str
+    busy: bool = False  # between reading a chunk and having answered its frames
+
+
+class MllpServer:
+    """An asyncio MLLP listener feeding :class:`Intake`.
+
+    ``source_for`` is the source of every message on this port (``"lab"``), or a function of the
+    MSH (e.g. of MSH-3/MSH-4) when one port serves several sources; returning None rejects the
+    message (AR). ``enhanced`` answers CA/CE/CR instead of AA/AE/AR. ``ack_timeout_s`` bounds the
+    wait for the broker: past it the sender gets AE and resends (a later duplicate is recognised).
+    """
+
+    def __init__(self, intake: Intake, source_for: SourceFor, host: str = "127.0.0.1", port: int = 2575, *,
+                 max_frame: int = 4 * 1024 * 1024, enhanced: bool = False, idle_timeout_s: float = 300,
+                 ssl_context: ssl.SSLContext | None = None, ack_timeout_s: float = 30.0,
+                 intake_threads: int = 4, read_size: int = 64 * 1024) -> None:
+        self.intake, self.source_for = intake, source_for
+        self.host, self._port = host, port
+        # A frame the intake would refuse anyway is discarded while it arrives, not buffered first.
+        self.max_frame = min(max_frame, getattr(intake, "max_message", max_frame))
+        self.enhanced, self.idle_timeout_s = enhanced, idle_timeout_s
+        self.ssl_context, self.ack_timeout_s, self.read_size = ssl_context, ack_timeout_s, read_size
+        self.intake_threads = intake_threads
+        self._id_prefix, self._ids = uuid.uuid4().hex[:10], itertools.count(1)  # ACK MSH-10: 20 chars        self._pool: ThreadPoolExecutor | None = None
+        self._server: asyncio.Server | None = None
+        self._conns: set[_Connection] = set()
+        self._stopping = False
+        self._port_label = str(port)
+
+    @property
+    def port(self) -> int:
+        """The bound port (the one the OS picked when constructed with port 0)."""
+        if self._server is not None and self._server.sockets:
+            return self._server.sockets[0].getsockname()[1]
+        return self._port
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    async def start(self) -> None:
+        """Bind and start accepting connections."""
+        if self._server is not None:
+            raise RuntimeError("MLLP listener already started")
+        self._stopping = False
+        if self.intake_threads > 0:
+            self._pool = ThreadPoolExecutor(self.intake_threads, thread_name_prefix="mllp-intake")
+        self._server = await asyncio.start_server(self._serve, self.host, self._port, ssl=self.ssl_context,
+                                                  limit=self.read_size)
+        self._port = self.port
+        self._port_label = str(self._port)
+        log.info("mllp listening", extra={"host": self.host, "port": self._port, "tls": self.ssl_context is not None,
+                                          "enhanced": self.enhanced})
+
+    async def stop(self, grace_s: float = 30.0) -> None:
+        """Stop accepting, let each connection finish (and answer) the message in hand, then close all.
+
+        Connections waiting for their next message are closed at once; frames read but not yet
+        started on are left unacknowledged, so their senders resend them.
+        """
+        if self._server is None:
+            return
+        self._stopping = True
+        self._server.close()
+        for conn in list(self._conns):
+            if not conn.busy:
+                conn.task.cancel()
+        tasks = [c.task for c in self._conns]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        await self._server.wait_closed()
+        self._server = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+        log.info("mllp stopped", extra={"port": self._port})
+
+    # ---- one connection ----------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        peername = writer.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
+        conn = _Connection(task, peer)
+        if self._stopping:
+            writer.close()
+            return
+        self._conns.add(conn)
+        gauge = CONNECTIONS.labels(self._port_label)
+        gauge.inc()
+        frames = FrameReader(self.max_frame)
+        log.info("mllp connection opened", extra={"peer": peer, "port": self._port})
+        try:
+            while not self._stopping:
+                try:
+                    async with asyncio.timeout(self.idle_timeout_s):  # cheaper than wait_for: no task per read
+                        chunk = await reader.read(self.read_size)
+                except TimeoutError:
+                    PROTOCOL_ERRORS.labels(self._port_label, "idle_timeout").inc()
+                    log.info("mllp connection idle; closing", extra={"peer": peer, "idle_s": self.idle_timeout_s})
+                    await self._handle(frames.close(), writer, peer)
+                    break
+                except (ConnectionError, ssl.SSLError) as exc:
+                    log.info("mllp connection failed", extra={"peer": peer, "error": str(exc)})
+                    await self._handle(frames.close(), writer, peer)
+                    break
+                conn.busy = True
+                if not chunk:
+                    await self._handle(frames.close(), writer, peer)
+                    break
+                if not await self._handle(frames.feed(chunk), writer, peer):
+                    break
+                conn.busy = False
+        except ConnectionError as exc:  # the peer went away while we were answering
+            log.info("mllp connection lost while answering", extra={"peer": peer, "error": str(exc)})
+        finally:
+            self._conns.discard(conn)
+            gauge.dec()
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 5)
+            except (Exception, asyncio.CancelledError):  # noqa: BLE001 - closing a dead socket: nothing to do
+                pass
+            log.info("mllp connection closed", extra={"peer": peer, "frames": frames.frames,
+                                                      "junk_bytes": frames.junk_bytes,
+                                                      "oversize": frames.oversize, "truncated": frames.truncated})
+
+    async def _handle(self, events: list[Event], writer: asyncio.StreamWriter, peer: str) -> bool:
+        """Answer the events in order; False when the listener is stopping and the rest must wait."""
+        for i, event in enumerate(events):
+            if isinstance(event, Frame):
+                if i and self._stopping:
+                    return False  # not started on: left for the sender to resend
+                started = time.perf_counter()
+                source, code, answer = await self._answer(event.payload, peer)
+                await self._write(writer, answer, source, code, started)
+            elif isinstance(event, Oversize):
+                started = time.perf_counter()
+                msh = readable_msh(event.head)
+                source = self._source_label(msh)
+                reason = f"message too large: {event.nbytes} bytes exceeds the {self.max_frame}-byte limit"
+                PROTOCOL_ERRORS.labels(self._port_label, "oversize").inc()
+                log.warning("mllp frame too large", extra={"peer": peer, "bytes": event.nbytes,
+                                                          "control_id": msh.control_id if msh else None})
+                code, answer = self._reply(msh, "AR", reason, APPLICATION_INTERNAL_ERROR)
+                await self._write(writer, answer, source, code, started)
+            elif isinstance(event, Junk):
+                PROTOCOL_ERRORS.labels(self._port_label, "junk").inc()
+                log.warning("mllp bytes outside a frame skipped", extra={"peer": peer, "bytes": event.nbytes})
+            elif isinstance(event, Truncated):
+                PROTOCOL_ERRORS.labels(self._port_label, "truncated").inc()
+                log.warning("mllp frame never ended; not acknowledged",
+                            extra={"peer": peer, "bytes": event.nbytes, "reason": event.reason})
+        return not self._stopping
+
+    async def _write(self, writer: asyncio.StreamWriter, answer: bytes, source: str, code: str,
+                     started: float) -> None:
+        writer.write(frame(answer))
+        await writer.drain()
+        ACKS.labels(source, code).inc()
+        ACK_SECONDS.labels(source).observe(time.perf_counter() - started)
+
+    # ---- one message ---------------------------------------------------------------------------------
+
+    async def _answer(self, payload: bytes, peer: str) -> tuple[str, str, bytes]:
+        """(source label, ACK code, ACK bytes) for one complete frame."""
+        msh = readable_msh(payload)
+        if msh is None:
+            source = self.source_for if isinstance(self.source_for, str) else UNKNOWN
+            INTAKE.labels(source if source in SOURCES else UNKNOWN, "hl7v2", "mllp", "bad_hl7v2").inc()
+            log.warning("mllp message rejected", extra={"peer": peer, "source": source,
+                                                        "reason": "unparseable MSH", "bytes": len(payload)})
+            code, answer = self._reply(None, "AR", "unparseable MSH segment", DATA_TYPE_ERROR)
+            return source, code, answer
+        source = self._source(msh)
+        if source is None:
+            reason = (f"no source configured for sending application {msh.sending_app!r} "
+                      f"facility {msh.sending_facility!r}")
+            log.warning("mllp message rejected", extra={"peer": peer, "control_id": msh.control_id, "reason": reason})
+            code, answer = self._reply(msh, "AR", reason, APPLICATION_INTERNAL_ERROR)
+            return UNKNOWN, code, answer
+        try:
+            await self._submit(source, payload)
+        except TimeoutError:
+            reason = f"raw topic did not acknowledge within {self.ack_timeout_s:g} s; resend"
+            log.error("mllp message not acknowledged in time", extra={"peer": peer, "source": source,
+                                                                      "control_id": msh.control_id})
+            code, answer = self._reply(msh, "AE", reason, APPLICATION_INTERNAL_ERROR)
+            return source, code, answer
+        except IntakeError as exc:
+            log.warning("mllp message rejected", extra={"peer": peer, "source": source, "control_id": msh.control_id,
+                                                        "reason": exc.reason, "code": exc.code})
+            code, answer = self._reply(msh, exc.ack_code, exc.reason, _error_code(exc, msh))
+            return source, code, answer
+        except Exception as exc:  # noqa: BLE001 - a bug or an unexpected client error: answer AE, keep serving
+            log.exception("mllp intake failed", extra={"peer": peer, "source": source, "control_id": msh.control_id})
+            code, answer = self._reply(msh, "AE", f"internal error: {type(exc).__name__}", APPLICATION_INTERNAL_ERROR)
+            return source, code, answer
+        code, answer = self._reply(msh, "AA")
+        return source, code, answer
+
+    async def _submit(self, source: str, payload: bytes) -> Accepted:
+        """``Intake.submit_async``, made safe to time out or cancel; raises TimeoutError after ack_timeout_s."""
+        start = functools.partial(self.intake.start, source, payload, transport="mllp",
+                                  content_type=HL7_CONTENT_TYPE)
+        if self._pool is None:
+            started = start()
+        else:
+            # Intake.start blocks on a Redis round trip (the re-delivery check); on the loop that
+            # would serialise every connection behind it, so it runs on a few threads.
+            started = await asyncio.get_running_loop().run_in_executor(self._pool, start)
+        # Shielded: cancelling the wrapped future would cancel the intake's concurrent future, and the
+        # producer's delivery callback then fails on it (it kills Intake's poller thread).
+        durable = asyncio.wrap_future(started)
+        try:
+            async with asyncio.timeout(self.ack_timeout_s):
+                return await asyncio.shield(durable)
+        except (TimeoutError, asyncio.CancelledError):
+            durable.add_done_callback(_retrieve)
+            raise
+
+    def _reply(self, msh: Msh | None, code: str, text: str = "", error_code: str | None = None) -> tuple[str, bytes]:
+        if self.enhanced:
+            code = ENHANCED.get(code, code)
+        return code, ack(msh, code, text=text, error_code=error_code, now=datetime.now(UTC),
+                         control_id=f"{self._id_prefix}{next(self._ids):010d}")
+
+    def _source(self, msh: Msh) -> str | None:
+        if isinstance(self.source_for, str):
+            return self.source_for
+        try:
+            return self.source_for(msh)
+        except Exception:  # noqa: BLE001 - a routing bug rejects the message, it does not drop the connection
+            log.exception("mllp source_for failed", extra={"control_id": msh.control_id})
+            return None
+
+    def _source_label(self, msh: Msh | None) -> str:
+        if isinstance(self.source_for, str):
+            return self.source_for
+        return (self._source(msh) if msh is not None else None) or UNKNOWN
+
+
+def _retrieve(fut: asyncio.Future) -> None:
+    """Consume the outcome of an intake nobody waits for any more, so it is logged, not warned about."""
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("mllp intake finished after its sender was answered", extra={"error": str(fut.exception())})
+
+
+def _error_code(exc: IntakeError, msh: Msh) -> str:
+    """The HL7 table 0357 code for an intake rejection, from the facts the MSH gives."""
+    if exc.code.startswith("bad_"):
+        if not msh.control_id:
+            return REQUIRED_FIELD_MISSING
+        if msh.version not in SUPPORTED_HL7_VERSIONS:
+            return UNSUPPORTED_VERSION_ID
+        return DATA_TYPE_ERROR
+    if exc.code == "empty":
+        return REQUIRED_FIELD_MISSING
+    return APPLICATION_INTERNAL_ERROR
