@@ -95,10 +95,13 @@ def build_837(target: int, path: Path, run: str) -> int:
                                     sender_id="CARELAKEHLTH", receiver_id="CLEARINGHSE", control=1,
                                     created=datetime(2026, 1, 15, 22, tzinfo=UTC))) / len(base)
     copies = max(1, round(target / per_claim / len(base)))
-    claims = [replace(c, claim_id=f"{run}{n:05d}{c.claim_id[-6:]}") for n in range(copies) for c in base]
-    path.write_bytes(x12.claims_837p(claims, sim.registry.primary["claims"], sim.population.by_id(),
-                                     sender_id="CARELAKEHLTH", receiver_id="CLEARINGHSE", control=7,
-                                     created=datetime(2026, 1, 15, 22, tzinfo=UTC)))
+    for _ in range(2):  # repeated claims share subscriber loops, so a second pass corrects the estimate
+        claims = [replace(c, claim_id=f"{run}{n:05d}{c.claim_id[-6:]}") for n in range(copies) for c in base]
+        payload = x12.claims_837p(claims, sim.registry.primary["claims"], sim.population.by_id(),
+                                  sender_id="CARELAKEHLTH", receiver_id="CLEARINGHSE", control=7,
+                                  created=datetime(2026, 1, 15, 22, tzinfo=UTC))
+        copies = max(1, round(copies * target / len(payload)))
+    path.write_bytes(payload)
     return len(claims)
 
 

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     batch_size: int = Field(500, description="Messages a service consumes and processes per batch.")
     session_timeout_ms: int = Field(10_000, description="Kafka consumer session timeout: how soon a dead member's partitions move.")
     instance_id: str = Field("", description="Static consumer-group member id (a StatefulSet pod name); a restart with the same id resumes at once.")
+    mllp_host: str = Field("127.0.0.1", description="Address the gateway's MLLP listeners bind (0.0.0.0 in a pod).")
+    mllp_ports: str = Field("ehr=2575,lab=2576,public_health=2577,scheduling=2578,billing=2579",
+                            description="One MLLP listener per source: source=port, comma-separated.")
+    http_host: str = Field("127.0.0.1", description="Address the gateway's HTTP API binds.")
+    http_port: int = Field(8080, description="Port of the gateway's HTTP API.")
+    api_key_hashes: SecretStr = Field(SecretStr(""), description="HTTP API keys, hashed: source=sha256hex, comma-separated.")
     metrics_port: int = Field(0, description="Port of a service's /metrics and /healthz; 0 = its default.")
     log_level: str = Field("INFO", description="Log level of every process (JSON lines on stderr).")
     stack_timeout_s: float = Field(90.0, description="How long `stack up` waits for each part to answer.")

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 BLOCK = 1 << 20
+MAX_SEGMENT = 1 << 20  # X12 segments are short; a longer one means the terminator is not the ISA's
 
 # ISA elements are fixed width, which makes the ISA 106 characters with its terminator.
 ISA_ELEMENTS = (
@@ -69,9 +71,17 @@ def detect_format(head: bytes, name: str | None = None, content_type: str | None
         return "x12"
     if first.startswith(b"{") or "ndjson" in ctype or "jsonl" in ctype or name.endswith((".ndjson", ".jsonl")):
         return "ndjson"
-    if ctype.startswith("text/csv") or name.endswith(".csv") or (b"," in first.split(b"\n", 1)[0]):
+    header = first.split(b"\n", 1)[0]
+    if ctype.startswith("text/csv") or name.endswith(".csv") or (b"," in header and _is_text(header)):
         return "csv"
     raise FileFormatError("not an X12 interchange (no ISA), NDJSON or a CSV export with a header row")
+
+
+def _is_text(line: bytes) -> bool:
+    try:
+        return line.decode("utf-8").replace("\t", "").replace("\r", "").isprintable()
+    except UnicodeDecodeError:
+        return False
 
 
 def split(fmt: str, source: str, data: bytes | BinaryIO) -> Iterator[Record]:
@@ -122,6 +132,9 @@ def _segments(stream: BinaryIO, term: bytes) -> Iterator[tuple[int, bytes]]:
             if body:
                 yield offset + len(part) - len(body), body
             offset += len(part) + 1
+        if len(rest) > MAX_SEGMENT:  # a wrong terminator must not pull the whole file into memory
+            raise X12EnvelopeError(re.match(rb"\w{0,3}", rest.lstrip(b"\r\n")).group().decode("latin-1"), offset,
+                                   f"no segment terminator {term.decode('latin-1')!r} within {MAX_SEGMENT} bytes")
     if body := rest.lstrip(b"\r\n").rstrip():  # a last segment without its terminator
         yield offset + len(rest) - len(rest.lstrip(b"\r\n")), body
 

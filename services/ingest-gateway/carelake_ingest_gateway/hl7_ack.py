@@ -8,6 +8,7 @@ as events rather than exceptions, so one bad sender never costs the messages aro
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -49,6 +50,7 @@ ERROR_TEXT = {
 }
 
 
+@functools.lru_cache(maxsize=64)
 def _version_key(version: str) -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in version.split("."))
@@ -59,6 +61,8 @@ def _version_key(version: str) -> tuple[int, ...]:
 def escape(text: str, field_sep: str = "|", encoding: str = DEFAULT_ENCODING) -> str:
     """``text`` as an HL7 v2 TX/ST value: delimiters become \\F\\ \\S\\ \\R\\ \\E\\ \\T\\, line breaks spaces."""
     comp, rep, esc, sub = (encoding + DEFAULT_ENCODING[len(encoding):])[:4]
+    if not _has_any(text, field_sep + encoding + "\r\n"):
+        return text  # the common case: nothing to escape
     out = text.replace(esc, f"{esc}E{esc}")  # the escape character first, or it would be doubled below
     for char, name in ((field_sep, "F"), (comp, "S"), (rep, "R"), (sub, "T")):
         out = out.replace(char, f"{esc}{name}{esc}")
@@ -67,10 +71,21 @@ def escape(text: str, field_sep: str = "|", encoding: str = DEFAULT_ENCODING) ->
     return " ".join(out.splitlines()) if ("\r" in out or "\n" in out) else out
 
 
+def _has_any(text: str, chars: str) -> bool:
+    return any(c in text for c in chars)
+
+
 def _timestamp(now: datetime) -> str:
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
-    return now.strftime("%Y%m%d%H%M%S%z")
+    return _format_second(now.replace(microsecond=0), now.utcoffset())
+
+
+@functools.lru_cache(maxsize=8)
+def _format_second(moment: datetime, offset: object) -> str:
+    # One ACK per message: the same second is formatted many times. The offset is part of the key
+    # because datetimes equal as instants hash alike whatever their zone.
+    return moment.strftime("%Y%m%d%H%M%S%z")
 
 
 def ack(msh: Msh | None, code: str, *, text: str = "", error_code: str | None = None, now: datetime,
@@ -135,8 +150,13 @@ def plausible_delimiters(msh: Msh) -> bool:
     An MSH missing MSH-2 (``MSH|APP|FAC|...``) otherwise reads as encoding characters "APP" with
     every later field shifted by one.
     """
-    chars = msh.field_sep + msh.encoding
-    return (1 <= len(msh.encoding) <= 5 and len(set(chars)) == len(chars)
+    return _plausible(msh.field_sep, msh.encoding)
+
+
+@functools.lru_cache(maxsize=64)
+def _plausible(field_sep: str, encoding: str) -> bool:
+    chars = field_sep + encoding
+    return (1 <= len(encoding) <= 5 and len(set(chars)) == len(chars)
             and all(not c.isalnum() and not c.isspace() and c.isprintable() for c in chars))
 
 

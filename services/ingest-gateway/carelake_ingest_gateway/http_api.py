@@ -23,12 +23,12 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +54,7 @@ HTTP_REQUESTS = Counter("carelake_http_requests_total", "HTTP requests answered 
 
 SPOOL_BLOCK = 1 << 20
 RECORD_WINDOW = 10_000  # file records in flight to the broker at once: bounds memory, keeps the pipe full
-RECORD_LANES = 4  # threads starting file records: Redis and broker round trips overlap
-RECORD_TIMEOUT_S = 60.0  # a file is answered 503 when no record is acknowledged for this long
+RECORD_TIMEOUT_S = 60.0
 DEFAULT_CONTENT_TYPE = {"x12": "application/edi-x12", "csv": "text/csv", "ndjson": "application/x-ndjson"}
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
@@ -184,71 +183,6 @@ class _KnownRecord:
         return self._sniffed
 
 
-class _Lanes:
-    """File records into the intake on a few threads, so Redis and broker round trips overlap.
-
-    A record's lane is chosen by its patient key, and a lane starts its records one after the
-    other, so one patient's envelopes reach the topic in file order (records without a key share
-    one lane). At most ``window`` records are in flight: memory stays flat however big the file.
-    """
-
-    def __init__(self, lanes: int, window: int) -> None:
-        self._lanes = [ThreadPoolExecutor(1, thread_name_prefix="file-records") for _ in range(max(1, lanes))]
-        self._window = threading.BoundedSemaphore(window)
-        self._idle = threading.Condition()
-        self._outstanding = self.emitted = 0
-        self.rejected: list[RejectedRecord] = []
-        self._failure: BaseException | None = None
-
-    def offer(self, record: files.Record, start: Callable[[], Future[Accepted]]) -> None:
-        if self._failure is not None:
-            raise self._failure
-        self._window.acquire()
-        with self._idle:
-            self._outstanding += 1
-        lane = hash(record.patient_key) % len(self._lanes) if record.patient_key else 0
-        self._lanes[lane].submit(self._start, record, start)
-
-    def _start(self, record: files.Record, start: Callable[[], Future[Accepted]]) -> None:
-        try:
-            future = start()
-        except BaseException as exc:  # noqa: BLE001 - handed to the request thread by finish()
-            future = Future()
-            future.set_exception(exc)
-        future.add_done_callback(lambda done: self._settle(record, done))
-
-    def _settle(self, record: files.Record, done: Future[Accepted]) -> None:
-        exc = done.exception()
-        with self._idle:
-            if exc is None:
-                self.emitted += not done.result().duplicate
-            elif isinstance(exc, IntakeError) and exc.code != "unavailable":
-                if len(self.rejected) < 100:
-                    self.rejected.append(RejectedRecord(byte_start=record.byte_start, byte_end=record.byte_end,
-                                                        error=exc.code, detail=exc.reason))
-            elif self._failure is None:
-                self._failure = exc
-            self._outstanding -= 1
-            self._idle.notify_all()
-        self._window.release()
-
-    def finish(self, stall_s: float) -> tuple[int, list[RejectedRecord]]:
-        """Wait until every record is settled (503 if none settles for ``stall_s``); (emitted, rejected)."""
-        with self._idle:
-            while self._outstanding:
-                before = self._outstanding
-                if not self._idle.wait_for(lambda: self._outstanding < before, stall_s):
-                    raise IntakeError("raw topic did not acknowledge in time", code="unavailable",
-                                      ack_code="AE", http_status=503)
-        if self._failure is not None:
-            raise self._failure
-        return self.emitted, self.rejected
-
-    def close(self) -> None:
-        for lane in self._lanes:
-            lane.shutdown(wait=False, cancel_futures=True)
-
-
 @dataclass
 class _Spooled:
     path: str
@@ -269,7 +203,7 @@ def _file_chunks(path: str) -> Iterator[bytes]:
 def create_app(intake: Intake, store: BronzeStore, *, api_keys: Mapping[str, str],
                max_message: int | None = None, max_file: int = 2 << 30,
                rate_limits: Mapping[str, float] | None = None, spool_dir: Path | None = None,
-               record_window: int = RECORD_WINDOW, record_lanes: int = RECORD_LANES) -> FastAPI:
+               record_window: int = RECORD_WINDOW) -> FastAPI:
     """The HTTP API over one Intake and one Bronze store.
 
     ``api_keys`` maps a source to the SHA-256 (hex) of its key (see hash_key); ``rate_limits`` a
@@ -323,7 +257,8 @@ def create_app(intake: Intake, store: BronzeStore, *, api_keys: Mapping[str, str
     async def bronze_error(request: Request, exc: BronzeError) -> JSONResponse:
         status = exc.http_status_code()
         code = {400: "bad_key", 404: "not_found", 409: "conflict", 503: "store_unavailable"}.get(status, "store_error")
-        return JSONResponse({"error": code, "detail": str(exc)}, status)
+        detail = f"no Bronze object {exc.key!r}" if isinstance(exc, ObjectNotFoundError) else str(exc)  # not the path
+        return JSONResponse({"error": code, "detail": detail}, status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -382,25 +317,44 @@ def create_app(intake: Intake, store: BronzeStore, *, api_keys: Mapping[str, str
 
     def emit(source: str, fmt: str, path: str, key: str, records: Iterator[files.Record],
              content_type: str) -> tuple[int, int, list[RejectedRecord]]:
-        """One envelope per record; returns (records, emitted, rejected)."""
-        total, lanes = 0, _Lanes(record_lanes, record_window)
-        try:
-            # Records come in file order, so a buffered reader serves nearly every seek from its buffer.
-            with open(path, "rb", buffering=SPOOL_BLOCK) as reader:
-                for record in records:
-                    total += 1
-                    reader.seek(record.byte_start)
-                    payload = reader.read(record.byte_end - record.byte_start)
-                    fields = {"bronze_key": key, "byte_offset": record.byte_start, "headers": {"file_format": fmt}}
-                    if fmt == "ndjson":  # a JSON line is a message like any other: sniff reads its ids
-                        door: Any = intake
-                    else:
-                        door = _KnownRecord(intake, Sniffed(fmt, record.record_id, record.patient_key))
-                    lanes.offer(record, partial(Intake.start, door, source, payload, transport="http_file",
-                                                content_type=content_type, envelope_fields=fields))
-            return total, *lanes.finish(RECORD_TIMEOUT_S)
-        finally:
-            lanes.close()
+        """One envelope per record, in file order, ``record_window`` in flight; (records, emitted, rejected)."""
+        total = emitted = 0
+        rejected: list[RejectedRecord] = []
+        pending: deque[tuple[files.Record, Future[Accepted]]] = deque()
+
+        def settle() -> None:
+            nonlocal emitted
+            record, future = pending.popleft()
+            try:
+                emitted += not future.result(RECORD_TIMEOUT_S).duplicate
+            except FutureTimeout:
+                raise IntakeError("raw topic did not acknowledge in time", code="unavailable",
+                                  ack_code="AE", http_status=503) from None
+            except IntakeError as exc:
+                if exc.code == "unavailable":
+                    raise
+                if len(rejected) < 100:
+                    rejected.append(RejectedRecord(byte_start=record.byte_start, byte_end=record.byte_end,
+                                                   error=exc.code, detail=exc.reason))
+
+        # Records come in file order, so a buffered reader serves nearly every seek from its buffer.
+        with open(path, "rb", buffering=SPOOL_BLOCK) as reader:
+            for record in records:
+                total += 1
+                reader.seek(record.byte_start)
+                payload = reader.read(record.byte_end - record.byte_start)
+                fields = {"bronze_key": key, "byte_offset": record.byte_start, "headers": {"file_format": fmt}}
+                if fmt == "ndjson":  # a JSON line is a message like any other: sniff reads its ids
+                    door: Any = intake
+                else:
+                    door = _KnownRecord(intake, Sniffed(fmt, record.record_id, record.patient_key))
+                pending.append((record, Intake.start(door, source, payload, transport="http_file",
+                                                     content_type=content_type, envelope_fields=fields)))
+                while len(pending) > record_window or (pending and pending[0][1].done()):
+                    settle()
+        while pending:
+            settle()
+        return total, emitted, rejected
 
     def take_file(source: str, upload: _Spooled, name: str, content_type: str | None) -> tuple[int, FileAccepted]:
         """Check, store whole (or quarantine), split and emit; blocking, so it runs in a worker thread."""

@@ -173,11 +173,15 @@ class Intake:
 
     # ---- re-delivery recognition -----------------------------------------------------------------
 
+    def _seen_key(self, source: str, rid: str) -> str:
+        # Scoped by the raw topic, so side-by-side environments (and tests) never see each other's.
+        return f"carelake:ingest:seen:{self.topic}:{source}:{rid}"
+
     def _seen_before(self, source: str, rid: str) -> bool:
         if self.redis is None:
             return False
         try:
-            return not self.redis.set(f"carelake:ingest:seen:{source}:{rid}", 1, nx=True, ex=self.dedup_ttl_s)
+            return not self.redis.set(self._seen_key(source, rid), 1, nx=True, ex=self.dedup_ttl_s)
         except Exception:  # noqa: BLE001 - Redis down: store twice rather than lose (downstream ids dedup)
             log.warning("dedup unavailable; accepting without the re-delivery check")
             return False
@@ -185,6 +189,6 @@ class Intake:
     def _forget(self, source: str, rid: str) -> None:
         if self.redis is not None:
             try:
-                self.redis.delete(f"carelake:ingest:seen:{source}:{rid}")
+                self.redis.delete(self._seen_key(source, rid))
             except Exception:  # noqa: BLE001 - best effort; the sender will retry and be told "duplicate"
                 pass

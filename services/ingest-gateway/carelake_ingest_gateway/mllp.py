@@ -68,6 +68,11 @@ class _Connection:
     task: asyncio.Task
     peer: str
     busy: bool = False  # between reading a chunk and having answered its frames
+    stopped: bool = False  # cancelled by stop(): ending is the plan, not an error
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.task.cancel()
 
 
 class MllpServer:
@@ -90,7 +95,9 @@ class MllpServer:
         self.enhanced, self.idle_timeout_s = enhanced, idle_timeout_s
         self.ssl_context, self.ack_timeout_s, self.read_size = ssl_context, ack_timeout_s, read_size
         self.intake_threads = intake_threads
-        self._id_prefix, self._ids = uuid.uuid4().hex[:10], itertools.count(1)  # ACK MSH-10: 20 chars        self._pool: ThreadPoolExecutor | None = None
+        self._id_prefix, self._ids = uuid.uuid4().hex[:10], itertools.count(1)  # ACK MSH-10: 20 chars
+        self._pool: ThreadPoolExecutor | None = None
+        self._metrics: dict[tuple[str, str], tuple] = {}
         self._server: asyncio.Server | None = None
         self._conns: set[_Connection] = set()
         self._stopping = False
@@ -133,12 +140,12 @@ class MllpServer:
         self._server.close()
         for conn in list(self._conns):
             if not conn.busy:
-                conn.task.cancel()
-        tasks = [c.task for c in self._conns]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+                conn.stop()
+        conns = {c.task: c for c in self._conns}
+        if conns:
+            _, pending = await asyncio.wait(conns, timeout=grace_s)
             for task in pending:
-                task.cancel()
+                conns[task].stop()
             if pending:
                 await asyncio.wait(pending, timeout=5)
         await self._server.wait_closed()
@@ -182,11 +189,15 @@ class MllpServer:
                 if not chunk:
                     await self._handle(frames.close(), writer, peer)
                     break
-                if not await self._handle(frames.feed(chunk), writer, peer):
+                if not await self._handle(frames.feed(chunk), writer, peer, time.perf_counter()):
                     break
                 conn.busy = False
         except ConnectionError as exc:  # the peer went away while we were answering
             log.info("mllp connection lost while answering", extra={"peer": peer, "error": str(exc)})
+        except asyncio.CancelledError:
+            if not conn.stopped:
+                raise
+            # Ending normally: Python 3.11's stream callback logs a cancelled handler task as an error.
         finally:
             self._conns.discard(conn)
             gauge.dec()
@@ -199,17 +210,20 @@ class MllpServer:
                                                       "junk_bytes": frames.junk_bytes,
                                                       "oversize": frames.oversize, "truncated": frames.truncated})
 
-    async def _handle(self, events: list[Event], writer: asyncio.StreamWriter, peer: str) -> bool:
-        """Answer the events in order; False when the listener is stopping and the rest must wait."""
+    async def _handle(self, events: list[Event], writer: asyncio.StreamWriter, peer: str,
+                      arrived: float = 0.0) -> bool:
+        """Answer the events in order; False when the listener is stopping and the rest must wait.
+
+        ``arrived`` is when the chunk completing them was read: a pipelined frame's ACK latency
+        includes its wait behind the frames before it.
+        """
         for i, event in enumerate(events):
             if isinstance(event, Frame):
                 if i and self._stopping:
                     return False  # not started on: left for the sender to resend
-                started = time.perf_counter()
                 source, code, answer = await self._answer(event.payload, peer)
-                await self._write(writer, answer, source, code, started)
+                await self._write(writer, answer, source, code, arrived)
             elif isinstance(event, Oversize):
-                started = time.perf_counter()
                 msh = readable_msh(event.head)
                 source = self._source_label(msh)
                 reason = f"message too large: {event.nbytes} bytes exceeds the {self.max_frame}-byte limit"
@@ -217,7 +231,7 @@ class MllpServer:
                 log.warning("mllp frame too large", extra={"peer": peer, "bytes": event.nbytes,
                                                           "control_id": msh.control_id if msh else None})
                 code, answer = self._reply(msh, "AR", reason, APPLICATION_INTERNAL_ERROR)
-                await self._write(writer, answer, source, code, started)
+                await self._write(writer, answer, source, code, arrived)
             elif isinstance(event, Junk):
                 PROTOCOL_ERRORS.labels(self._port_label, "junk").inc()
                 log.warning("mllp bytes outside a frame skipped", extra={"peer": peer, "bytes": event.nbytes})
@@ -231,8 +245,11 @@ class MllpServer:
                      started: float) -> None:
         writer.write(frame(answer))
         await writer.drain()
-        ACKS.labels(source, code).inc()
-        ACK_SECONDS.labels(source).observe(time.perf_counter() - started)
+        metrics = self._metrics.get((source, code))
+        if metrics is None:  # labels() takes a lock and a lookup; once per (source, code) is enough
+            metrics = self._metrics[(source, code)] = (ACKS.labels(source, code), ACK_SECONDS.labels(source))
+        metrics[0].inc()
+        metrics[1].observe(time.perf_counter() - started)
 
     # ---- one message ---------------------------------------------------------------------------------
 

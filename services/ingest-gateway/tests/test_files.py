@@ -98,6 +98,8 @@ def test_other_envelope_faults(feed_files):
     assert err.segment == "GE" and "GE02 (control number) is '999'" in str(err)
     err = _envelope_error(_broken(payload, b"GE*1*", b"GE*2*"))
     assert "GE01 (transaction set count) is '2', expected '1'" in str(err)
+    err = _envelope_error(payload[:106] + payload[106:].replace(b"~", b"") * 2000)  # not the ISA's terminator
+    assert err.segment == "GS" and err.offset == 106 and "no segment terminator '~' within" in str(err)
     st = payload.index(b"ST*837")
     err = _envelope_error(payload[:st] + payload[payload.index(b"BHT*"):])  # ST dropped
     assert err.segment == "BHT" and "outside a transaction set" in str(err)
@@ -165,5 +167,6 @@ def test_detect_format():
     assert files.detect_format(b'{"a": 1}\n') == "ndjson"
     assert files.detect_format(b"x,y\n1,2\n") == "csv"
     assert files.detect_format(b"anything", "export.csv") == "csv"
-    with pytest.raises(files.FileFormatError, match="not an X12 interchange"):
-        files.detect_format(b"\x00\x01garbage")
+    for garbage in (b"\x00\x01garbage", b"\x89PNG,\x00\x1a\n"):
+        with pytest.raises(files.FileFormatError, match="not an X12 interchange"):
+            files.detect_format(garbage)

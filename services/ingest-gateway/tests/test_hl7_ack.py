@@ -62,7 +62,8 @@ def test_aa_swaps_sender_and_receiver_and_answers_the_control_id() -> None:
 
 
 def test_timestamp_keeps_the_given_offset() -> None:
-    local = NOW.astimezone(timezone(timedelta(hours=-6)))
+    local = NOW.astimezone(timezone(timedelta(hours=-6)))  # the same instant as NOW
+    assert str(_parse(ack(_msh(), "AA", now=NOW, control_id="1")).segment("MSH")[7]) == "20260115210730+0000"
     assert str(_parse(ack(_msh(), "AA", now=local, control_id="1")).segment("MSH")[7]) == "20260115150730-0600"
 
 

@@ -324,6 +324,7 @@ def big_837(sim, size: int) -> bytes:
                            created=datetime(2026, 1, 15, 22, tzinfo=UTC))
 
 
+@pytest.mark.timeout(900)  # ~240,000 claims, one acks=all envelope each
 def test_a_50_mb_file_streams_in_flat_memory(gateway, sim, tmp_path):
     path = tmp_path / "big.x12"
     path.write_bytes(big_837(sim, 50_000_000))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import hl7
 import pytest
+from confluent_kafka import KafkaException
 from prometheus_client import REGISTRY
 
 from carelake.config import Settings
@@ -173,6 +174,18 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+def on_topic(stack: Settings, catalog: Catalog) -> int:
+    """Envelopes on the raw topic; a just-created topic's leaders may take a moment to be known."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            return count(stack.bootstrap, catalog.physical(RAW_TOPIC))
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def decoded(stack: Settings, catalog: Catalog, expected: int) -> list[tuple[int, int, bytes, dict]]:
     """(partition, offset, key, envelope) of the raw topic's messages, in partition/offset order."""
     registry = SchemaRegistry.load()
@@ -207,7 +220,7 @@ def test_simulator_hl7_over_four_connections_is_acknowledged_once_durable(
     # Every message answered AA with MSA-2 = its MSH-10 (the replayer checks MSA-2 per message).
     assert stats.sent == len(items), stats.by_outcome
     assert stats.by_outcome == {"AA": len(items)}
-    assert count(stack.bootstrap, catalog.physical(RAW_TOPIC)) == len(items)
+    assert on_topic(stack, catalog) == len(items)
     for source, n in by_source.items():
         assert sample("carelake_mllp_acks_total", source=source, code="AA") - before[source] == n
 
@@ -308,7 +321,7 @@ def test_bad_input_is_answered_and_the_connection_keeps_working(
         assert msa(client.roundtrip(good[3])) == ("AA", control[3])
     finally:
         client.close()
-    assert count(stack.bootstrap, catalog.physical(RAW_TOPIC)) == 4
+    assert on_topic(stack, catalog) == 4
     assert sample("carelake_mllp_acks_total", source="lab", code="AR") >= 7
 
 
@@ -324,7 +337,7 @@ def test_truncated_frame_is_never_acknowledged(
     client.send(frame(first)[:-40])  # the sender dies mid-message
     client.close()
     wait_for(lambda: sample("carelake_mllp_protocol_errors_total", port=port, kind="truncated") == truncated + 1)
-    assert count(stack.bootstrap, catalog.physical(RAW_TOPIC)) == 0
+    assert on_topic(stack, catalog) == 0
 
     # A sender that gives up on a frame and starts over on the same connection: one answer, for the new one.
     client = Client(gw.port)
@@ -335,7 +348,7 @@ def test_truncated_frame_is_never_acknowledged(
     finally:
         client.close()
     assert sample("carelake_mllp_protocol_errors_total", port=port, kind="truncated") == truncated + 2
-    assert count(stack.bootstrap, catalog.physical(RAW_TOPIC)) == 2
+    assert on_topic(stack, catalog) == 2
 
 
 def test_redelivery_of_identical_bytes_is_acknowledged_not_stored_twice(
@@ -356,7 +369,7 @@ def test_redelivery_of_identical_bytes_is_acknowledged_not_stored_twice(
         assert msa(client.roundtrip(payload)) == ("AA", control)  # ...or resends after reconnecting
     finally:
         client.close()
-    assert count(stack.bootstrap, catalog.physical(RAW_TOPIC)) == 1
+    assert on_topic(stack, catalog) == 1
     assert sample("carelake_intake_total", source="lab", format="hl7v2", transport="mllp",
                   outcome="duplicate") == duplicates + 2
 
@@ -392,7 +405,7 @@ def test_a_message_no_source_claims_is_rejected(
         assert code == "207" and "SOMEONE_ELSE" in text
     finally:
         client.close()
-    assert count(stack.bootstrap, catalog.physical(RAW_TOPIC)) == 0
+    assert on_topic(stack, catalog) == 0
 
 
 def test_idle_connections_are_closed_and_counted(gateway: Callable[..., Gateway]) -> None:
@@ -434,7 +447,7 @@ def test_stop_answers_what_it_took_and_takes_nothing_more(
     # Whatever was answered was answered AA, in order, and is on the topic; nothing else is.
     assert 1 <= len(answers) < len(items)
     assert answers == [("AA", i.message_id) for i in items[:len(answers)]]
-    assert count(stack.bootstrap, catalog.physical(RAW_TOPIC)) == len(answers)
+    assert on_topic(stack, catalog) == len(answers)
     with pytest.raises(OSError):
         Client(gw.port, timeout_s=2)
 
