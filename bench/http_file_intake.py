@@ -58,12 +58,7 @@ def serve(prefix: str, workdir: str, ports: mp.Queue, phases: mp.Queue, done: mp
     logging.getLogger("carelake.ingest.http").setLevel(logging.INFO)
     s = settings()
     catalog = load_catalog(s.topic_catalog, prefix)
-    intake = Intake(s.bootstrap, catalog, s.redis)
-    # The same scoping of re-delivery keys as the tests (Intake does not prefix them yet): this
-    # run's keys can be removed afterwards without touching anyone else's.
-    seen_before, forget = intake._seen_before, intake._forget
-    intake._seen_before = lambda source, rid: seen_before(f"{prefix}{source}", rid)
-    intake._forget = lambda source, rid: forget(f"{prefix}{source}", rid)
+    intake = Intake(s.bootstrap, catalog, s.redis)  # re-delivery keys scoped by this run's topic
     store = open_store(Settings(home=Path(workdir), bronze_dir=Path(workdir) / "bronze"))
     app = create_app(intake, store, api_keys={"claims": hash_key(KEY)}, spool_dir=Path(workdir))
     server = make_server(app, "127.0.0.1", 0)
@@ -76,7 +71,7 @@ def serve(prefix: str, workdir: str, ports: mp.Queue, phases: mp.Queue, done: mp
     server.should_exit = True
     thread.join(30)
     intake.close()
-    keys = list(intake.redis.scan_iter(f"carelake:ingest:seen:{prefix}*", count=10_000))
+    keys = list(intake.redis.scan_iter(f"carelake:ingest:seen:{intake.topic}:*", count=10_000))
     for i in range(0, len(keys), 10_000):
         intake.redis.unlink(*keys[i:i + 10_000])
 

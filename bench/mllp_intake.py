@@ -36,7 +36,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def serve(catalog_prefix: str, routes: dict[str, str], linger_ms: float, ports: mp.Queue, done: mp.Event,
-          profile: str | None = None, intake_threads: int = 4) -> None:
+          profile: str | None = None, dedup: bool = True) -> None:
     from carelake.config import settings
     from carelake.logs import configure_logging
     from carelake.topics import load_catalog
@@ -46,11 +46,10 @@ def serve(catalog_prefix: str, routes: dict[str, str], linger_ms: float, ports: 
     configure_logging("WARNING", "ingest-gateway")
     s = settings()
     catalog = load_catalog(s.topic_catalog, catalog_prefix)
-    intake = Intake(s.bootstrap, catalog, s.redis, producer_config={"linger.ms": linger_ms})
+    intake = Intake(s.bootstrap, catalog, s.redis if dedup else None, producer_config={"linger.ms": linger_ms})
 
     async def main() -> None:
-        server = MllpServer(intake, lambda msh: routes.get(msh.sending_app), "127.0.0.1", 0,
-                             intake_threads=intake_threads)
+        server = MllpServer(intake, lambda msh: routes.get(msh.sending_app), "127.0.0.1", 0)
         await server.start()
         ports.put(server.port)
         while not done.is_set():
@@ -165,8 +164,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="total msg/s of the latency phase")
     parser.add_argument("--linger-ms", type=float, default=2.0, help="the intake producer's linger.ms")
     parser.add_argument("--profile", help="write a cProfile of the gateway process here")
-    parser.add_argument("--intake-threads", type=int, default=4,
-                        help="MllpServer(intake_threads=...): 0 runs Intake.start on the event loop")
+    parser.add_argument("--no-dedup", action="store_true", help="Intake without Redis (no re-delivery check)")
     args = parser.parse_args()
 
     from carelake.config import settings
@@ -184,7 +182,7 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     ports, done = ctx.Queue(), ctx.Event()
     gateway = ctx.Process(target=serve, args=(prefix, routes, args.linger_ms, ports, done, args.profile,
-                                                              args.intake_threads), name="gateway")
+                                                              not args.no_dedup), name="gateway")
     gateway.start()
     try:
         port = ports.get(timeout=60)
@@ -205,7 +203,7 @@ def main() -> None:
         drop(s.bootstrap, catalog)
     print(json.dumps({
         "bench": "mllp_intake", "connections": args.connections, "linger_ms": args.linger_ms,
-        "intake_threads": args.intake_threads,
+        "dedup": not args.no_dedup,
         "messages": len(msgs), "throughput_msg_s": throughput["rate"], "throughput_p99_ms": throughput["p99_ms"],
         "latency_target_rate": args.rate, "latency_achieved_rate": latency["rate"],
         "latency_p50_ms": latency["p50_ms"], "latency_p99_ms": latency["p99_ms"], "on_topic": on_topic,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import logging
 import math
 import os
@@ -390,7 +391,7 @@ def create_app(intake: Intake, store: BronzeStore, *, api_keys: Mapping[str, str
             clock.append(time.perf_counter())
             # A re-delivered file is offered again: the intake recognises records already on the
             # topic, so nothing is sent twice, and a file cut short by a crash is completed.
-            chained = records if first is None else _prepend(first, records)
+            chained = records if first is None else itertools.chain([first], records)
             try:
                 total, emitted, rejected = emit(source, fmt, upload.path, key, chained,
                                                 content_type or DEFAULT_CONTENT_TYPE[fmt])
@@ -458,11 +459,6 @@ def create_app(intake: Intake, store: BronzeStore, *, api_keys: Mapping[str, str
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-def _prepend(first: files.Record, rest: Iterator[files.Record]) -> Iterator[files.Record]:
-    yield first
-    yield from rest
 
 
 class _CountRequests:

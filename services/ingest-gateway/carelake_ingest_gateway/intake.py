@@ -12,11 +12,11 @@ import asyncio
 import hashlib
 import logging
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from prometheus_client import Counter
 
 from carelake.errors import CarelakeError
@@ -28,6 +28,7 @@ log = logging.getLogger("carelake.ingest")
 
 SOURCES = ("ehr", "lab", "pharmacy", "claims", "wearables", "public_health", "scheduling", "billing")
 RAW_TOPIC = "bronze.raw.v1"
+PENDING_TTL_S = 120  # how long an in-flight first copy holds its re-delivery mark
 INTAKE = Counter("carelake_intake_total", "Messages and files offered to the gateway",
                  ["source", "format", "transport", "outcome"])
 
@@ -90,15 +91,23 @@ class Intake:
 
             self.redis = redis.Redis.from_url(redis_url, socket_timeout=2)
         self._closing = threading.Event()
+        self._admissions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake-admit")
         self._poller = threading.Thread(target=self._poll, name="intake-producer", daemon=True)
         self._poller.start()
 
     def _poll(self) -> None:
         while not self._closing.is_set():
-            self.producer.poll(0.05)  # delivery callbacks run here and resolve the waiting futures
+            try:
+                self.producer.poll(0.05)  # delivery callbacks run here and resolve the waiting futures
+            except Exception:  # noqa: BLE001 - one bad callback must not stop every later delivery
+                log.exception("delivery callback failed")
 
     def close(self) -> None:
-        self.producer.flush(30)
+        """Finish admissions, wait for the broker; anything still unacknowledged fails as unavailable."""
+        self._admissions.shutdown(wait=True)
+        if self.producer.flush(30):
+            self.producer.purge()
+            self.producer.poll(0)  # purged messages' callbacks fire now, failing their futures
         self._closing.set()
         self._poller.join(5)
 
@@ -126,12 +135,14 @@ class Intake:
 
     async def submit_async(self, source: str, payload: bytes, *, transport: str,
                            content_type: str | None = None) -> Accepted:
-        return await asyncio.wrap_future(self.start(source, payload, transport=transport,
-                                                    content_type=content_type))
+        # Shielded: a caller that gives up (timeout, closed connection) must not cancel the shared
+        # future the delivery callback will resolve.
+        return await asyncio.shield(asyncio.wrap_future(self.start(source, payload, transport=transport,
+                                                                   content_type=content_type)))
 
     def start(self, source: str, payload: bytes, *, transport: str, content_type: str | None = None,
               envelope_fields: dict | None = None) -> Future[Accepted]:
-        """Validate and produce; the future resolves when the broker acknowledges (acks=all)."""
+        """Validate, then admit on the intake thread; the future resolves when the broker acknowledges."""
         done: Future[Accepted] = Future()
         try:
             sniffed = self.check(source, payload, content_type)
@@ -139,56 +150,93 @@ class Intake:
             INTAKE.labels(source if source in SOURCES else "unknown", "?", transport, exc.code).inc()
             done.set_exception(exc)
             return done
+        # Redis and produce() can block; they run on the admission thread, never on an event loop.
+        self._admissions.submit(self._admit, done, source, payload, sniffed, transport, content_type,
+                                envelope_fields)
+        return done
+
+    def _admit(self, done: Future[Accepted], source: str, payload: bytes, sniffed: Sniffed, transport: str,
+               content_type: str | None, envelope_fields: dict | None) -> None:
         sha = hashlib.sha256(payload).hexdigest()
         rid = raw_id(source, sha, sniffed.message_id)
-        if self._seen_before(source, rid):
+        if self._durable_before(source, rid):
             INTAKE.labels(source, sniffed.format, transport, "duplicate").inc()
-            done.set_result(Accepted(rid, sha, True, sniffed))
-            return done
+            _resolve(done, Accepted(rid, sha, True, sniffed))
+            return
         # A message travels inline (it fits a Kafka message: max_message); a record of a stored file
         # is inlined only when small, and otherwise referenced by its file key and byte range.
         in_file = bool(envelope_fields and "bronze_key" in envelope_fields)
         env = envelope(source, payload, sniffed, sha, datetime.now(UTC), content_type=content_type,
                        transport=transport, inline_limit=self.inline_limit if in_file else len(payload),
                        **(envelope_fields or {}))
-        value = self.schema.encode(env)
         key = (sniffed.patient_key or f"{source}|{sniffed.message_id or rid}").encode()
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
             if err is None:
+                self._mark_durable(source, rid)
                 INTAKE.labels(source, sniffed.format, transport, "accepted").inc()
-                done.set_result(Accepted(rid, sha, False, sniffed))
-                return
-            self._forget(source, rid)
-            INTAKE.labels(source, sniffed.format, transport, "unavailable").inc()
-            done.set_exception(IntakeError(f"raw topic did not acknowledge: {err.str()}", code="unavailable",
-                                           ack_code="AE", http_status=503))
+                _resolve(done, Accepted(rid, sha, False, sniffed))
+            else:
+                self._failed(done, source, rid, sniffed.format, transport, err.str())
 
         while True:
             try:
-                self.producer.produce(self.topic, value=value, key=key, on_delivery=delivered)
-                return done
+                self.producer.produce(self.topic, value=self.schema.encode(env), key=key, on_delivery=delivered)
+                return
             except BufferError:  # the local queue is full: wait for the poller to drain it
                 self._closing.wait(0.01)
+            except KafkaException as exc:
+                self._failed(done, source, rid, sniffed.format, transport, str(exc))
+                return
+
+    def _failed(self, done: Future[Accepted], source: str, rid: str, fmt: str, transport: str, why: str) -> None:
+        self._forget(source, rid)
+        INTAKE.labels(source, fmt, transport, "unavailable").inc()
+        _fail(done, IntakeError(f"raw topic did not acknowledge: {why}", code="unavailable", ack_code="AE",
+                                http_status=503))
 
     # ---- re-delivery recognition -----------------------------------------------------------------
+    # Two phases: "pending" while the first copy is in flight (short TTL), "durable" once the broker
+    # acknowledged it. Only a durable copy makes a re-delivery a duplicate; a re-delivery that meets
+    # a pending one is produced again (the archiver deduplicates by raw id), so an ACK never rests on
+    # a copy that could still fail.
 
     def _seen_key(self, source: str, rid: str) -> str:
         # Scoped by the raw topic, so side-by-side environments (and tests) never see each other's.
         return f"carelake:ingest:seen:{self.topic}:{source}:{rid}"
 
-    def _seen_before(self, source: str, rid: str) -> bool:
+    def _durable_before(self, source: str, rid: str) -> bool:
         if self.redis is None:
             return False
         try:
-            return not self.redis.set(self._seen_key(source, rid), 1, nx=True, ex=self.dedup_ttl_s)
+            key = self._seen_key(source, rid)
+            if self.redis.set(key, b"pending", nx=True, ex=PENDING_TTL_S):
+                return False
+            return self.redis.get(key) == b"durable"
         except Exception:  # noqa: BLE001 - Redis down: store twice rather than lose (downstream ids dedup)
             log.warning("dedup unavailable; accepting without the re-delivery check")
             return False
+
+    def _mark_durable(self, source: str, rid: str) -> None:
+        if self.redis is not None:
+            try:
+                self.redis.set(self._seen_key(source, rid), b"durable", ex=self.dedup_ttl_s)
+            except Exception:  # noqa: BLE001 - a missed mark only means a re-delivery is stored twice
+                log.warning("could not mark a message durable for the re-delivery check")
 
     def _forget(self, source: str, rid: str) -> None:
         if self.redis is not None:
             try:
                 self.redis.delete(self._seen_key(source, rid))
-            except Exception:  # noqa: BLE001 - best effort; the sender will retry and be told "duplicate"
+            except Exception:  # noqa: BLE001 - best effort; the pending mark expires on its own
                 pass
+
+
+def _resolve(done: Future[Accepted], value: Accepted) -> None:
+    if not done.done():  # a caller may have cancelled it; the delivery thread must never die of that
+        done.set_result(value)
+
+
+def _fail(done: Future[Accepted], exc: BaseException) -> None:
+    if not done.done():
+        done.set_exception(exc)

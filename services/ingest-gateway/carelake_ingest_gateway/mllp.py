@@ -11,14 +11,12 @@ and, like anything not yet durable, never acknowledged.
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import ssl
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -87,16 +85,14 @@ class MllpServer:
     def __init__(self, intake: Intake, source_for: SourceFor, host: str = "127.0.0.1", port: int = 2575, *,
                  max_frame: int = 4 * 1024 * 1024, enhanced: bool = False, idle_timeout_s: float = 300,
                  ssl_context: ssl.SSLContext | None = None, ack_timeout_s: float = 30.0,
-                 intake_threads: int = 4, read_size: int = 64 * 1024) -> None:
+                 read_size: int = 64 * 1024) -> None:
         self.intake, self.source_for = intake, source_for
         self.host, self._port = host, port
         # A frame the intake would refuse anyway is discarded while it arrives, not buffered first.
         self.max_frame = min(max_frame, getattr(intake, "max_message", max_frame))
         self.enhanced, self.idle_timeout_s = enhanced, idle_timeout_s
         self.ssl_context, self.ack_timeout_s, self.read_size = ssl_context, ack_timeout_s, read_size
-        self.intake_threads = intake_threads
         self._id_prefix, self._ids = uuid.uuid4().hex[:10], itertools.count(1)  # ACK MSH-10: 20 chars
-        self._pool: ThreadPoolExecutor | None = None
         self._metrics: dict[tuple[str, str], tuple] = {}
         self._server: asyncio.Server | None = None
         self._conns: set[_Connection] = set()
@@ -119,8 +115,6 @@ class MllpServer:
         if self._server is not None:
             raise RuntimeError("MLLP listener already started")
         self._stopping = False
-        if self.intake_threads > 0:
-            self._pool = ThreadPoolExecutor(self.intake_threads, thread_name_prefix="mllp-intake")
         self._server = await asyncio.start_server(self._serve, self.host, self._port, ssl=self.ssl_context,
                                                   limit=self.read_size)
         self._port = self.port
@@ -150,9 +144,6 @@ class MllpServer:
                 await asyncio.wait(pending, timeout=5)
         await self._server.wait_closed()
         self._server = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
         log.info("mllp stopped", extra={"port": self._port})
 
     # ---- one connection ----------------------------------------------------------------------------
@@ -258,7 +249,7 @@ class MllpServer:
         msh = readable_msh(payload)
         if msh is None:
             source = self.source_for if isinstance(self.source_for, str) else UNKNOWN
-            INTAKE.labels(source if source in SOURCES else UNKNOWN, "hl7v2", "mllp", "bad_hl7v2").inc()
+            INTAKE.labels(source if source in SOURCES else UNKNOWN, "?", "mllp", "bad_hl7v2").inc()  # as Intake counts rejects
             log.warning("mllp message rejected", extra={"peer": peer, "source": source,
                                                         "reason": "unparseable MSH", "bytes": len(payload)})
             code, answer = self._reply(None, "AR", "unparseable MSH segment", DATA_TYPE_ERROR)
@@ -292,14 +283,9 @@ class MllpServer:
 
     async def _submit(self, source: str, payload: bytes) -> Accepted:
         """``Intake.submit_async``, made safe to time out or cancel; raises TimeoutError after ack_timeout_s."""
-        start = functools.partial(self.intake.start, source, payload, transport="mllp",
-                                  content_type=HL7_CONTENT_TYPE)
-        if self._pool is None:
-            started = start()
-        else:
-            # Intake.start blocks on a Redis round trip (the re-delivery check); on the loop that
-            # would serialise every connection behind it, so it runs on a few threads.
-            started = await asyncio.get_running_loop().run_in_executor(self._pool, start)
+        # Intake.start runs on the loop although it blocks on a Redis round trip (the re-delivery
+        # check): moving it to a thread pool was measured slower (GIL hand-offs; bench/mllp_intake.py).
+        started = self.intake.start(source, payload, transport="mllp", content_type=HL7_CONTENT_TYPE)
         # Shielded: cancelling the wrapped future would cancel the intake's concurrent future, and the
         # producer's delivery callback then fails on it (it kills Intake's poller thread).
         durable = asyncio.wrap_future(started)

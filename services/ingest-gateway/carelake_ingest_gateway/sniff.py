@@ -50,7 +50,10 @@ def parse_msh(payload: bytes) -> Msh | None:
     segment = text.split("\r", 1)[0].split("\n", 1)[0]
     sep = segment[3]
     fields = segment.split(sep)
-    if len(fields) < 12 or len(fields[1]) < 1:
+    delimiters = sep + fields[1][:4] if len(fields) > 1 else ""
+    # MSH-1 and MSH-2 must be distinct punctuation, or every field is read one place off.
+    if len(fields) < 12 or len(fields[1]) < 2 or len(set(delimiters)) != len(delimiters) \
+            or any(c.isalnum() or c.isspace() for c in delimiters):
         return None
     # fields[0] is "MSH", fields[1] the encoding characters (MSH-2), so MSH-n is fields[n - 1].
     comp = fields[1][0] if fields[1] else "^"
@@ -66,7 +69,8 @@ def hl7_patient_id(payload: bytes, source: str, msh: Msh) -> str | None:
         if segment.startswith(b"PID" + msh.field_sep.encode()):
             fields = segment.decode("utf-8", "replace").split(msh.field_sep)
             if len(fields) > 3 and fields[3]:
-                ident = fields[3].split(msh.encoding[2:3] or "~")[0].split(msh.encoding[:1] or "^")[0]
+                # MSH-2 is component, repetition, escape, subcomponent: the first repetition's first component.
+                ident = fields[3].split(msh.encoding[1:2] or "~")[0].split(msh.encoding[:1] or "^")[0]
                 return f"{source}|{ident}" if ident else None
     return None
 

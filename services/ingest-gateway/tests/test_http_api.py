@@ -77,13 +77,7 @@ class Gateway:
 @pytest.fixture
 def gateway(stack, catalog, tmp_path) -> Iterator[Gateway]:
     create_topics(catalog, stack.bootstrap)
-    intake = Intake(stack.bootstrap, catalog, stack.redis)
-    # Intake's re-delivery keys are not namespaced by the topic prefix (reported), so every test
-    # run would find the last run's messages "already seen". Until they are, namespace them here
-    # by this test's catalog prefix, and remove them afterwards.
-    seen_before, forget = intake._seen_before, intake._forget
-    intake._seen_before = lambda source, rid: seen_before(f"{catalog.prefix}{source}", rid)
-    intake._forget = lambda source, rid: forget(f"{catalog.prefix}{source}", rid)
+    intake = Intake(stack.bootstrap, catalog, stack.redis)  # re-delivery keys scoped by this test's topic
     store = open_store(Settings(home=tmp_path, bronze_dir=tmp_path / "bronze"))
     app = create_app(intake, store, api_keys={s: hash_key(k) for s, k in KEYS.items()},
                      max_message=MAX_MESSAGE, max_file=MAX_FILE, rate_limits={"scheduling": 1.0},
@@ -100,7 +94,7 @@ def gateway(stack, catalog, tmp_path) -> Iterator[Gateway]:
     server.should_exit = True
     thread.join(15)
     intake.close()
-    ours = list(intake.redis.scan_iter(f"carelake:ingest:seen:{catalog.prefix}*", count=10_000))
+    ours = list(intake.redis.scan_iter(f"carelake:ingest:seen:{intake.topic}:*", count=10_000))
     for i in range(0, len(ours), 10_000):
         intake.redis.unlink(*ours[i:i + 10_000])
 

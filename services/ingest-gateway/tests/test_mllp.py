@@ -275,6 +275,7 @@ def test_bad_input_is_answered_and_the_connection_keeps_working(
     port = str(gw.port)
     good = [lab_message(feed, f"{unique}.{i}") for i in range(4)]
     control = [g.split(b"\r")[0].split(b"|")[9].decode() for g in good]
+    rejected = sample("carelake_intake_total", source="lab", format="?", transport="mllp", outcome="bad_hl7v2")
     client = Client(gw.port)
     try:
         # Garbage bytes outside any frame: skipped to the next start block, counted, not answered.
@@ -323,6 +324,9 @@ def test_bad_input_is_answered_and_the_connection_keeps_working(
         client.close()
     assert on_topic(stack, catalog) == 4
     assert sample("carelake_mllp_acks_total", source="lab", code="AR") >= 7
+    # Every rejection is counted as an intake outcome too: four unreadable MSHs, version 9.9, no MSH-10.
+    assert sample("carelake_intake_total", source="lab", format="?", transport="mllp",
+                  outcome="bad_hl7v2") == rejected + 6
 
 
 def test_truncated_frame_is_never_acknowledged(
