@@ -162,28 +162,6 @@ def _printable(text: str, limit: int = 500) -> str:
 # ---- file records into the intake ------------------------------------------------------------
 
 
-class _KnownRecord:
-    """The intake, seen through a file record whose facts the splitter already read.
-
-    ``Intake.start`` sniffs every payload, and sniff cannot recognise a lone 837 claim loop (it
-    wants an ISA) nor read a CSV row's id and patient; this view answers ``check`` with what
-    files.py found and leaves everything else (dedup, envelope, produce, metrics) to the intake.
-    Size limits are for messages: a file record's bytes are already in Bronze, and beyond the
-    intake's inline limit the envelope only references them.
-    """
-
-    __slots__ = ("_intake", "_sniffed")
-
-    def __init__(self, intake: Intake, sniffed: Sniffed) -> None:
-        self._intake, self._sniffed = intake, sniffed
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._intake, name)
-
-    def check(self, source: str, payload: bytes, content_type: str | None) -> Sniffed:
-        return self._sniffed
-
-
 @dataclass
 class _Spooled:
     path: str
@@ -345,12 +323,12 @@ def create_app(intake: Intake, store: BronzeStore, *, api_keys: Mapping[str, str
                 reader.seek(record.byte_start)
                 payload = reader.read(record.byte_end - record.byte_start)
                 fields = {"bronze_key": key, "byte_offset": record.byte_start, "headers": {"file_format": fmt}}
-                if fmt == "ndjson":  # a JSON line is a message like any other: sniff reads its ids
-                    door: Any = intake
-                else:
-                    door = _KnownRecord(intake, Sniffed(fmt, record.record_id, record.patient_key))
-                pending.append((record, Intake.start(door, source, payload, transport="http_file",
-                                                     content_type=content_type, envelope_fields=fields)))
+                # A JSON line is a message like any other (sniff reads its ids); for X12 and CSV
+                # records the splitter already knows the id and the patient.
+                known = None if fmt == "ndjson" else Sniffed(fmt, record.record_id, record.patient_key)
+                pending.append((record, intake.start(source, payload, transport="http_file",
+                                                     content_type=content_type, envelope_fields=fields,
+                                                     sniffed=known)))
                 while len(pending) > record_window or (pending and pending[0][1].done()):
                     settle()
         while pending:

@@ -141,11 +141,18 @@ class Intake:
                                                                    content_type=content_type)))
 
     def start(self, source: str, payload: bytes, *, transport: str, content_type: str | None = None,
-              envelope_fields: dict | None = None) -> Future[Accepted]:
-        """Validate, then admit on the intake thread; the future resolves when the broker acknowledges."""
+              envelope_fields: dict | None = None, sniffed: Sniffed | None = None) -> Future[Accepted]:
+        """Validate, then admit on the intake thread; the future resolves when the broker acknowledges.
+
+        ``sniffed`` is for records of a stored file whose splitter already read their id and patient:
+        only the source is checked (the message size limit is for messages, and the bytes are in Bronze).
+        """
         done: Future[Accepted] = Future()
         try:
-            sniffed = self.check(source, payload, content_type)
+            if sniffed is None:
+                sniffed = self.check(source, payload, content_type)
+            elif source not in SOURCES:
+                raise IntakeError(f"unknown source {source!r}", code="unknown_source", http_status=404)
         except IntakeError as exc:
             INTAKE.labels(source if source in SOURCES else "unknown", "?", transport, exc.code).inc()
             done.set_exception(exc)

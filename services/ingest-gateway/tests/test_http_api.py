@@ -319,9 +319,10 @@ def big_837(sim, size: int) -> bytes:
 
 
 @pytest.mark.timeout(900)  # ~240,000 claims, one acks=all envelope each
-def test_a_50_mb_file_streams_in_flat_memory(gateway, sim, tmp_path):
+def test_a_large_file_streams_in_flat_memory(gateway, sim, tmp_path):
+    # 6 MB keeps the suite quick; bench/http_file_intake.py posts 100 MB.
     path = tmp_path / "big.x12"
-    path.write_bytes(big_837(sim, 50_000_000))
+    path.write_bytes(big_837(sim, 6_000_000))
     size = path.stat().st_size
     claims = len(claim_spans(path.read_bytes()))
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
@@ -331,6 +332,6 @@ def test_a_50_mb_file_streams_in_flat_memory(gateway, sim, tmp_path):
     assert status == 201, body
     assert body["size"] == size and body["records"] == body["emitted"] == claims
     peak_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
-    assert peak_growth_mb < 100, f"peak RSS grew by {peak_growth_mb:.0f} MB while taking a {size >> 20} MB file"
+    assert peak_growth_mb < 40, f"peak RSS grew by {peak_growth_mb:.0f} MB while taking a {size >> 20} MB file"
     assert count(gateway.bootstrap, gateway.topic) == claims
     assert gateway.store.head(body["key"]).sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
