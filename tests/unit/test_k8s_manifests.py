@@ -212,7 +212,7 @@ def test_every_environment_variable_is_a_real_setting() -> None:
 
 def test_secrets_stay_out_of_configmaps() -> None:
     assert SECRET_SETTINGS == {"CARELAKE_PG_DSN", "CARELAKE_REDIS_URL", "CARELAKE_S3_ACCESS_KEY_ID",
-                               "CARELAKE_S3_SECRET_ACCESS_KEY"}
+                               "CARELAKE_S3_SECRET_ACCESS_KEY", "CARELAKE_API_KEY_HASHES"}
     [example] = docs_in(BASE / "secret.example.yaml")
     assert example["kind"] == "Secret" and example["metadata"]["name"] == "carelake-secrets"
     assert set(example["stringData"]) == SECRET_SETTINGS
