@@ -218,9 +218,9 @@ def demo(messages: Annotated[int, typer.Option(help="Messages to stream through 
     built = sorted(services.registered())
     out.rule("what this demo did not do")
     out.print(
-        "The pipeline services (ingest-gateway, normalizer, dedup-mpi, quality-monitor, feature-store, "
-        "scorer, lake-writer) are not built yet, so the replayed day waits on the source topics: nothing "
-        "reaches Bronze, Silver or Gold yet. "
+        "The demo does not start the ingest-gateway (partly built: `make up` starts it, and it captures these "
+        "source topics into Bronze). The normalizer, dedup-mpi, quality-monitor, feature-store, scorer and "
+        "lake-writer are not built yet, so nothing reaches Silver or Gold. "
         f"Built services: {', '.join(built) or 'none'}. The stack keeps running: `make status` shows it, "
         "`make down` stops it."
     )
