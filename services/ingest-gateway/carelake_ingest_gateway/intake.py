@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -29,6 +30,7 @@ log = logging.getLogger("carelake.ingest")
 SOURCES = ("ehr", "lab", "pharmacy", "claims", "wearables", "public_health", "scheduling", "billing")
 RAW_TOPIC = "bronze.raw.v1"
 PENDING_TTL_S = 120  # how long an in-flight first copy holds its re-delivery mark
+ADMIT_BATCH = 500  # admissions whose re-delivery marks share one Redis round trip
 INTAKE = Counter("carelake_intake_total", "Messages and files offered to the gateway",
                  ["source", "format", "transport", "outcome"])
 
@@ -91,20 +93,25 @@ class Intake:
 
             self.redis = redis.Redis.from_url(redis_url, socket_timeout=2)
         self._closing = threading.Event()
-        self._admissions = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake-admit")
+        self._queue: queue.Queue[_Admission | None] = queue.Queue()
+        self._durable: list[tuple[str, str]] = []  # (source, raw id) acknowledged since the last poll
+        self._admitter = threading.Thread(target=self._admit_loop, name="intake-admit", daemon=True)
         self._poller = threading.Thread(target=self._poll, name="intake-producer", daemon=True)
+        self._admitter.start()
         self._poller.start()
 
     def _poll(self) -> None:
         while not self._closing.is_set():
             try:
                 self.producer.poll(0.05)  # delivery callbacks run here and resolve the waiting futures
+                self._mark_durable()
             except Exception:  # noqa: BLE001 - one bad callback must not stop every later delivery
                 log.exception("delivery callback failed")
 
     def close(self) -> None:
         """Finish admissions, wait for the broker; anything still unacknowledged fails as unavailable."""
-        self._admissions.shutdown(wait=True)
+        self._queue.put(None)
+        self._admitter.join(30)
         if self.producer.flush(30):
             self.producer.purge()
             self.producer.poll(0)  # purged messages' callbacks fire now, failing their futures
@@ -158,15 +165,36 @@ class Intake:
             done.set_exception(exc)
             return done
         # Redis and produce() can block; they run on the admission thread, never on an event loop.
-        self._admissions.submit(self._admit, done, source, payload, sniffed, transport, content_type,
-                                envelope_fields)
+        sha = hashlib.sha256(payload).hexdigest()
+        self._queue.put(_Admission(done, source, payload, sniffed, transport, content_type, envelope_fields,
+                                   sha, raw_id(source, sha, sniffed.message_id)))
         return done
 
-    def _admit(self, done: Future[Accepted], source: str, payload: bytes, sniffed: Sniffed, transport: str,
-               content_type: str | None, envelope_fields: dict | None) -> None:
-        sha = hashlib.sha256(payload).hexdigest()
-        rid = raw_id(source, sha, sniffed.message_id)
-        if self._durable_before(source, rid):
+    def _admit_loop(self) -> None:
+        """Take every waiting admission, check their re-delivery marks in one Redis round trip, produce."""
+        while True:
+            first = self._queue.get()
+            batch = [first]
+            while first is not None and len(batch) < ADMIT_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            items = [a for a in batch if a is not None]
+            for admission, durable in zip(items, self._durable_before(items)):
+                try:
+                    self._admit(admission, durable)
+                except Exception as exc:  # noqa: BLE001 - fail this message, keep the door open
+                    log.exception("admission failed")
+                    _fail(admission.done, IntakeError(f"internal error: {exc}", code="internal", ack_code="AE",
+                                                      http_status=500))
+            if len(items) < len(batch):
+                return  # close() asked us to stop, after everything queued before it
+
+    def _admit(self, a: _Admission, durable: bool) -> None:
+        done, source, payload, sniffed, transport = a.done, a.source, a.payload, a.sniffed, a.transport
+        content_type, envelope_fields, sha, rid = a.content_type, a.envelope_fields, a.sha, a.rid
+        if durable:
             INTAKE.labels(source, sniffed.format, transport, "duplicate").inc()
             _resolve(done, Accepted(rid, sha, True, sniffed))
             return
@@ -180,7 +208,7 @@ class Intake:
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
             if err is None:
-                self._mark_durable(source, rid)
+                self._durable.append((source, rid))  # marked in one pipeline after this poll
                 INTAKE.labels(source, sniffed.format, transport, "accepted").inc()
                 _resolve(done, Accepted(rid, sha, False, sniffed))
             else:
@@ -212,24 +240,35 @@ class Intake:
         # Scoped by the raw topic, so side-by-side environments (and tests) never see each other's.
         return f"carelake:ingest:seen:{self.topic}:{source}:{rid}"
 
-    def _durable_before(self, source: str, rid: str) -> bool:
-        if self.redis is None:
-            return False
+    def _durable_before(self, items: list[_Admission]) -> list[bool]:
+        """For each admission: is a durable copy already on the topic? One pipelined round trip."""
+        if self.redis is None or not items:
+            return [False] * len(items)
         try:
-            key = self._seen_key(source, rid)
-            if self.redis.set(key, b"pending", nx=True, ex=PENDING_TTL_S):
-                return False
-            return self.redis.get(key) == b"durable"
+            pipe = self.redis.pipeline(transaction=False)
+            for a in items:
+                pipe.set(self._seen_key(a.source, a.rid), b"pending", nx=True, ex=PENDING_TTL_S)
+            fresh = pipe.execute()
+            taken = [a for a, new in zip(items, fresh) if not new]
+            states = dict(zip((a.rid for a in taken), self.redis.mget([self._seen_key(a.source, a.rid)
+                                                                       for a in taken]))) if taken else {}
+            return [not new and states.get(a.rid) == b"durable" for a, new in zip(items, fresh)]
         except Exception:  # noqa: BLE001 - Redis down: store twice rather than lose (downstream ids dedup)
             log.warning("dedup unavailable; accepting without the re-delivery check")
-            return False
+            return [False] * len(items)
 
-    def _mark_durable(self, source: str, rid: str) -> None:
-        if self.redis is not None:
-            try:
-                self.redis.set(self._seen_key(source, rid), b"durable", ex=self.dedup_ttl_s)
-            except Exception:  # noqa: BLE001 - a missed mark only means a re-delivery is stored twice
-                log.warning("could not mark a message durable for the re-delivery check")
+    def _mark_durable(self) -> None:
+        if self.redis is None or not self._durable:
+            self._durable.clear()
+            return
+        marks, self._durable = self._durable, []
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for source, rid in marks:
+                pipe.set(self._seen_key(source, rid), b"durable", ex=self.dedup_ttl_s)
+            pipe.execute()
+        except Exception:  # noqa: BLE001 - a missed mark only means a re-delivery is stored twice
+            log.warning("could not mark messages durable for the re-delivery check")
 
     def _forget(self, source: str, rid: str) -> None:
         if self.redis is not None:
@@ -237,6 +276,19 @@ class Intake:
                 self.redis.delete(self._seen_key(source, rid))
             except Exception:  # noqa: BLE001 - best effort; the pending mark expires on its own
                 pass
+
+
+@dataclass(frozen=True)
+class _Admission:
+    done: Future[Accepted]
+    source: str
+    payload: bytes
+    sniffed: Sniffed
+    transport: str
+    content_type: str | None
+    envelope_fields: dict | None
+    sha: str
+    rid: str
 
 
 def _resolve(done: Future[Accepted], value: Accepted) -> None:
