@@ -7,6 +7,7 @@ peak, wearables continuously — and are stored in UTC.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -238,8 +239,6 @@ class DayGenerator:
 
     def _poisson(self, lam: float) -> int:
         # Knuth's method is fine for the small daily means used here.
-        import math
-
         limit, k, p = math.exp(-lam), 0, 1.0
         while True:
             p *= self.rng.random()

@@ -267,15 +267,15 @@ class FeedBuilder:
     def _maybe_local_codes(self, order, defects: list[str]):  # noqa: ANN001, ANN202
         if self.rng.random() >= self.mess.local_lab_code:
             return order
-        local_for = {codes.LABS[key].code.code: local for local, key in _LOCAL_BY_KEY.items()}
-        obs = tuple(replace(o, code=local_for[o.code.code]) if o.code.code in local_for else o
+        obs = tuple(replace(o, code=_LOCAL_FOR_LOINC[o.code.code]) if o.code.code in _LOCAL_FOR_LOINC else o
                     for o in order.observations)
         if obs != order.observations:
             defects.append("local_code")
         return replace(order, observations=obs)
 
 
-_LOCAL_BY_KEY: dict[Coding, str] = {coding: key for coding, key in codes.LOCAL_LAB_CODES.values()}
+# LOINC code -> the lab's own local coding for that test (the site sends these instead).
+_LOCAL_FOR_LOINC: dict[str, Coding] = {codes.LABS[key].code.code: local for local, key in codes.LOCAL_LAB_CODES.values()}
 
 
 def _control(day: date, kind: str) -> int:

@@ -6,7 +6,6 @@ from one ``random.Random`` so the same seed gives the same people.
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -209,6 +208,3 @@ def generate_population(n: int, seed: int, as_of: date, device_share: float = 0.
 def age_on(birth: date, day: date) -> int:
     return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
-
-def logit(p: float) -> float:
-    return math.log(p / (1 - p))

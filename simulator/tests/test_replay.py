@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from carelake.stack.parts import free_port
 from carelake_simulator.model import FeedFile, FeedRecord
 from carelake_simulator.replay import (HL7_CONTENT_TYPE, Pace, Pacer, ReplayError, ReplayStats,
                                        TargetUnreachableError, parse_ack, parse_rate, parse_speed,
@@ -56,12 +57,6 @@ def x12_file(name: str = "claims_837p_20260115.x12", size: int = 3_000_000) -> F
             + b"CLM*C1*100***11:B:1*Y*A*Y*Y~" * (size // 29))
     return FeedFile(source="claims", name=name, kind="837P", sent_time=T0 + timedelta(hours=12),
                     payload=body, content_type="application/edi-x12")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def msh10(message: bytes) -> str:

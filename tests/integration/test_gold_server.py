@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,17 +21,12 @@ from clickhouse_connect.driver import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from carelake.gold.client import gold_client
+from carelake.stack.parts import free_port
 
 pytestmark = pytest.mark.integration
 
 COLS = ["id", "name", "ver", "kind", "score", "at"]
 AT = datetime(2024, 1, 1)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class GoldProcess:
@@ -48,7 +42,7 @@ class GoldProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> GoldProcess:
-        self.port = _free_port()
+        self.port = free_port()
         with self.log.open("ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "carelake.gold.server", "--path", str(self.path),

@@ -24,6 +24,7 @@ from carelake.stream.selftest import (DLQ_TOPIC, INPUT_TOPIC, RELAY_TOPIC, count
                                       run_relay)
 from carelake.stream.types import Emit, Record, Reject
 from carelake.topics import Catalog
+from carelake.stack.parts import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -144,14 +145,6 @@ def _start_killable(stack: Settings, catalog: Catalog, group: str, table: str, p
     )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait(predicate, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -172,14 +165,14 @@ def test_sigkill_mid_batch_loses_nothing_and_the_sink_duplicates_nothing(
         conn.execute(f"CREATE TABLE {unique} (id text PRIMARY KEY, writes int NOT NULL DEFAULT 1)")
         rows = lambda: conn.execute(f"SELECT count(*) FROM {unique}").fetchone()[0]  # noqa: E731
         log = tmp_path / "service.log"
-        proc = _start_killable(stack, catalog, unique, unique, _free_port(), log)
+        proc = _start_killable(stack, catalog, unique, unique, free_port(), log)
         try:
             _wait(lambda: rows() >= 600, 90, f"the service to write 600 rows (log: {log.read_text()[-2000:]})")
             proc.send_signal(signal.SIGKILL)  # mid-stream: some batch is written but not committed
             proc.wait(10)
             at_kill = rows()
             assert at_kill < n, "the service finished before it could be killed; slow it down"
-            proc = _start_killable(stack, catalog, unique, unique, _free_port(), log)
+            proc = _start_killable(stack, catalog, unique, unique, free_port(), log)
             _wait(lambda: committed(stack.bootstrap, unique, catalog.physical(INPUT_TOPIC)) == n, 120,
                   f"the restarted service to commit all {n} (log: {log.read_text()[-2000:]})")
             proc.send_signal(signal.SIGTERM)
@@ -207,7 +200,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_cleanly_with_metrics_and_h
     n = 400
     create_topics(catalog, stack.bootstrap)
     fill(stack.bootstrap, catalog.physical(INPUT_TOPIC), n, corrupt=2)
-    port = _free_port()
+    port = free_port()
     with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {unique} (id text PRIMARY KEY, writes int NOT NULL DEFAULT 1)")
         proc = _start_killable(stack, catalog, unique, unique, port, tmp_path / "s.log")

@@ -36,11 +36,11 @@ def _days(since: date, until: date) -> Iterator[date]:
         day += timedelta(days=1)
 
 
-def _segment_envelopes(store: BronzeStore, index_key: str) -> Iterator[dict]:
-    """The envelopes of one segment, rebuilt from its index and bytes, in segment order."""
+def _segment_envelopes(store: BronzeStore, index_key: str, rows: list[dict[str, str]]) -> Iterator[dict]:
+    """The envelopes of one segment, rebuilt from its index rows and bytes, in segment order."""
     segment_key = index_key.removesuffix(".idx.csv")
     data = store.get(segment_key)
-    for row in csv.DictReader(io.StringIO(store.get(index_key).decode())):
+    for row in rows:
         start, length = int(row["offset"]), int(row["length"])
         yield {
             "id": row["raw_id"], "source": segment_key.split("/", 1)[0], "format": row["format"],
@@ -52,11 +52,14 @@ def _segment_envelopes(store: BronzeStore, index_key: str) -> Iterator[dict]:
         }
 
 
-def bronze_envelopes(store: BronzeStore, source: str, since: date, until: date | None = None) -> tuple[list[str], Iterator[dict]]:
-    """(segment index keys, envelopes merged across segments in arrival order, deduplicated)."""
-    indexes = [info.key for day in _days(since, until or since)
-               for info in store.list(f"{source}/{day:%Y/%m/%d}/segments/") if info.key.endswith(".idx.csv")]
-    merged = heapq.merge(*(_segment_envelopes(store, k) for k in indexes), key=lambda e: e["received_at"])
+def bronze_envelopes(store: BronzeStore, source: str, since: date,
+                     until: date | None = None) -> tuple[dict[str, list[dict[str, str]]], Iterator[dict]]:
+    """(each segment index's rows, read once; envelopes merged across segments in arrival order, deduplicated)."""
+    indexes = {info.key: list(csv.DictReader(io.StringIO(store.get(info.key).decode())))
+               for day in _days(since, until or since)
+               for info in store.list(f"{source}/{day:%Y/%m/%d}/segments/") if info.key.endswith(".idx.csv")}
+    merged = heapq.merge(*(_segment_envelopes(store, k, rows) for k, rows in indexes.items()),
+                         key=lambda e: e["received_at"])
 
     def dedup() -> Iterator[dict]:
         seen: set[str] = set()
@@ -77,7 +80,7 @@ def replay(store: BronzeStore, bootstrap: str, catalog: Catalog, source: str, si
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
                          "linger.ms": 20, "compression.type": "lz4"})
     indexes, envelopes = bronze_envelopes(store, source, since, until)
-    total = sum(store.get(k).count(b"\n") - 1 for k in indexes)
+    total = sum(len(rows) for rows in indexes.values())
     topic, sent = catalog.physical(RAW_TOPIC), 0
     with Progress(TextColumn("replay {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   disable=not progress) as bar:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,20 +21,15 @@ from carelake.topics import Catalog
 from carelake_ingest_gateway.replay import bronze_envelopes
 from carelake_simulator.replay import replay_mllp
 from carelake_simulator.simulate import SimConfig, simulate
+from carelake.stack.parts import free_port
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class GatewayProcess:
     def __init__(self, catalog: Catalog, tmp: Path) -> None:
-        self.ports = {"ehr": _free_port(), "lab": _free_port()}
-        self.http, self.metrics = _free_port(), _free_port()
+        self.ports = {"ehr": free_port(), "lab": free_port()}
+        self.http, self.metrics = free_port(), free_port()
         self.log = tmp / "gateway.log"
         self.env = {**os.environ, "CARELAKE_TOPIC_PREFIX": catalog.prefix,
                     "CARELAKE_BRONZE_DIR": str(tmp / "bronze"), "CARELAKE_MLLP_PORTS": ",".join(f"{s}={p}" for s, p in self.ports.items()),

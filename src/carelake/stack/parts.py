@@ -31,6 +31,13 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (for tests and side-by-side processes)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def apt_install(packages: list[str], part: str) -> None:
     """Install Debian packages (the setup step on a fresh machine); root only."""
     if os.geteuid() != 0:
