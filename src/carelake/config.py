@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -66,9 +66,25 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="Address the gateway's HTTP API binds.")
     http_port: int = Field(8080, description="Port of the gateway's HTTP API.")
     api_key_hashes: SecretStr = Field(SecretStr(""), description="HTTP API keys, hashed: source=sha256hex, comma-separated.")
+    tls_certfile: Path | None = Field(
+        None, description="PEM certificate (chain) the gateway's MLLP listeners and HTTP API serve TLS with; "
+                          "set with tls_keyfile or not at all.")
+    tls_keyfile: Path | None = Field(None, description="PEM private key of tls_certfile; set with it or not at all.")
+    rate_limits: str = Field("", description="HTTP requests per second per source: source=rate, comma-separated "
+                                             "(e.g. lab=200,ehr=500); a source not listed is unlimited.")
+    drop_dir: Path | None = Field(None, description="The gateway's drop folder, one subfolder per source (e.g. an "
+                                                    "SFTP server's upload root); default <home>/drop.")
+    drop_poll_s: float = Field(1.0, description="Seconds between scans of the drop folder; a file is taken once "
+                                                "unchanged across two scans.")
     metrics_port: int = Field(0, description="Port of a service's /metrics and /healthz; 0 = its default.")
     log_level: str = Field("INFO", description="Log level of every process (JSON lines on stderr).")
     stack_timeout_s: float = Field(90.0, description="How long `stack up` waits for each part to answer.")
+
+    @field_validator("tls_certfile", "tls_keyfile", "drop_dir", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: object) -> object:
+        # A manifest's `VAR: ""` means "not set", not the current directory.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def bootstrap(self) -> str:
@@ -91,6 +107,10 @@ class Settings(BaseSettings):
     @property
     def bronze(self) -> Path:
         return self.bronze_dir or self.home / "bronze"
+
+    @property
+    def drop(self) -> Path:
+        return self.drop_dir or self.home / "drop"
 
 
 @functools.cache

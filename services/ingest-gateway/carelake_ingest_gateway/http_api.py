@@ -3,8 +3,11 @@
 * ``POST /v1/messages/{source}`` — one HL7 v2 / JSON / CSV-row message, answered once the broker has
   acknowledged its raw envelope (acks=all).
 * ``POST /v1/files/{source}`` — a batch file (X12 837/835, CSV export, NDJSON), streamed to a temp
-  file while hashed, stored whole in Bronze under a content-addressed key, then split into records,
-  one raw envelope each pointing at the file and the record's byte range.
+  file while hashed, stored whole in Bronze under a content-addressed key and announced on
+  bronze.files.v1; the splitter (filesplit.py) then emits one raw envelope per record. The answer
+  waits for the split (201 with counts) unless the client sends ``Prefer: respond-async`` (202 as
+  soon as the file is durable, with a Location to poll).
+* ``GET /v1/file-status/{key}`` — how far a file's split is.
 * ``GET /v1/objects/{key}`` — a Bronze object's bytes, streamed.
 
 Per-source API keys are kept as SHA-256 hashes and compared in constant time; per-source token
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
+import json
 import logging
 import math
 import os
@@ -24,12 +27,9 @@ import re
 import tempfile
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator, Mapping
-from concurrent.futures import Future
+from collections.abc import Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,23 +42,18 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from carelake.bronze.store import BronzeError, BronzeStore, ObjectNotFoundError, bronze_key
+from carelake.bronze.store import BronzeError, BronzeStore, ObjectNotFoundError
 from carelake.errors import ConfigError
-from carelake_ingest_gateway import files
+from carelake_ingest_gateway.filesplit import FileRefused, FileTaker
 from carelake_ingest_gateway.intake import SOURCES, Accepted, Intake, IntakeError
-from carelake_ingest_gateway.sniff import Sniffed
 
 log = logging.getLogger("carelake.ingest.http")
 
 HTTP_REQUESTS = Counter("carelake_http_requests_total", "HTTP requests answered by the ingest gateway",
                         ["source", "endpoint", "status"])
 
-SPOOL_BLOCK = 1 << 20
-RECORD_WINDOW = 10_000  # file records in flight to the broker at once: bounds memory, keeps the pipe full
-RECORD_TIMEOUT_S = 60.0
-DEFAULT_CONTENT_TYPE = {"x12": "application/edi-x12", "csv": "text/csv", "ndjson": "application/x-ndjson"}
+SPLIT_WAIT_S = 120.0  # how long a synchronous file upload waits for its split before answering 202
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 
 # ---- answers (also the OpenAPI schema) -----------------------------------------------------------
@@ -89,11 +84,13 @@ class FileAccepted(BaseModel):
     sha256: str
     size: int
     format: str = Field(description="x12, csv or ndjson.")
-    records: int = Field(description="Records found in the file, one raw envelope each.")
-    emitted: int = Field(description="Envelopes produced by this request (0 when every record was already sent).")
+    state: str = Field(description="announced (split not finished yet), splitting, done or failed.")
+    records: int = Field(description="Records found in the file so far, one raw envelope each.")
+    emitted: int = Field(description="Envelopes produced for this delivery (0 when the file was already split).")
     duplicate: bool = Field(description="True when this exact file was already stored under this key.")
     rejected: list[RejectedRecord] = Field(default_factory=list,
                                            description="Records refused (first 100); the file keeps their bytes.")
+    status_url: str = Field(description="Where to follow the split: GET it for the current state and counts.")
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -155,13 +152,6 @@ def safe_name(raw: str | None, default: str = "upload") -> str:
     return name or default
 
 
-def _printable(text: str, limit: int = 500) -> str:
-    return _NOT_PRINTABLE.sub("?", text)[:limit]
-
-
-# ---- file records into the intake ------------------------------------------------------------
-
-
 @dataclass
 class _Spooled:
     path: str
@@ -170,20 +160,24 @@ class _Spooled:
     head: bytes
 
 
-def _file_chunks(path: str) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while block := f.read(SPOOL_BLOCK):
-            yield block
+def file_answer(key: str, sha256: str, size: int, fmt: str, duplicate: bool,
+                announced: bool, status: Mapping[str, str]) -> FileAccepted:
+    """The answer for a file from its receipt and its split status on the board."""
+    rejects = json.loads(status.get("rejects", "[]"))
+    return FileAccepted(key=key, sha256=sha256, size=size, format=fmt, state=status.get("state", "announced"),
+                        records=int(status.get("records", 0)),
+                        emitted=int(status.get("emitted", 0)) if announced else 0, duplicate=duplicate,
+                        rejected=[RejectedRecord(**r) for r in rejects], status_url=f"/v1/file-status/{key}")
 
 
 # ---- the app --------------------------------------------------------------------------------
 
 
-def create_app(intake: Intake, store: BronzeStore, *, api_keys: Mapping[str, str],
+def create_app(intake: Intake, store: BronzeStore, taker: FileTaker, *, api_keys: Mapping[str, str],
                max_message: int | None = None, max_file: int = 2 << 30,
                rate_limits: Mapping[str, float] | None = None, spool_dir: Path | None = None,
-               record_window: int = RECORD_WINDOW) -> FastAPI:
-    """The HTTP API over one Intake and one Bronze store.
+               split_wait_s: float = SPLIT_WAIT_S) -> FastAPI:
+    """The HTTP API over one Intake, one Bronze store and the file taker (whose board tracks splits).
 
     ``api_keys`` maps a source to the SHA-256 (hex) of its key (see hash_key); ``rate_limits`` a
     source to requests per second; ``spool_dir`` is where uploads wait while hashed (default: the
@@ -265,7 +259,7 @@ def create_app(intake: Intake, store: BronzeStore, *, api_keys: Mapping[str, str
         try:
             accepted: Accepted = await run_in_threadpool(
                 intake.submit, source, bytes(body), transport="http",
-                content_type=request.headers.get("content-type"))
+                content_type=request.headers.get("content-type"), recheck=True)
         except FutureTimeout:
             raise IntakeError("raw topic did not acknowledge in time", code="unavailable", ack_code="AE",
                               http_status=503) from None
@@ -294,118 +288,60 @@ def create_app(intake: Intake, store: BronzeStore, *, api_keys: Mapping[str, str
             raise
         return _Spooled(path, digest.hexdigest(), size, head)
 
-    def emit(source: str, fmt: str, path: str, key: str, records: Iterator[files.Record],
-             content_type: str) -> tuple[int, int, list[RejectedRecord]]:
-        """One envelope per record, in file order, ``record_window`` in flight; (records, emitted, rejected)."""
-        total = emitted = 0
-        rejected: list[RejectedRecord] = []
-        pending: deque[tuple[files.Record, Future[Accepted]]] = deque()
-
-        def settle() -> None:
-            nonlocal emitted
-            record, future = pending.popleft()
-            try:
-                emitted += not future.result(RECORD_TIMEOUT_S).duplicate
-            except FutureTimeout:
-                raise IntakeError("raw topic did not acknowledge in time", code="unavailable",
-                                  ack_code="AE", http_status=503) from None
-            except IntakeError as exc:
-                if exc.code == "unavailable":
-                    raise
-                if len(rejected) < 100:
-                    rejected.append(RejectedRecord(byte_start=record.byte_start, byte_end=record.byte_end,
-                                                   error=exc.code, detail=exc.reason))
-
-        # Records come in file order, so a buffered reader serves nearly every seek from its buffer.
-        with open(path, "rb", buffering=SPOOL_BLOCK) as reader:
-            for record in records:
-                total += 1
-                reader.seek(record.byte_start)
-                payload = reader.read(record.byte_end - record.byte_start)
-                fields = {"bronze_key": key, "byte_offset": record.byte_start, "headers": {"file_format": fmt}}
-                # A JSON line is a message like any other (sniff reads its ids); for X12 and CSV
-                # records the splitter already knows the id and the patient.
-                known = None if fmt == "ndjson" else Sniffed(fmt, record.record_id, record.patient_key)
-                pending.append((record, intake.start(source, payload, transport="http_file",
-                                                     content_type=content_type, envelope_fields=fields,
-                                                     sniffed=known)))
-                while len(pending) > record_window or (pending and pending[0][1].done()):
-                    settle()
-        while pending:
-            settle()
-        return total, emitted, rejected
-
-    def take_file(source: str, upload: _Spooled, name: str, content_type: str | None) -> tuple[int, FileAccepted]:
-        """Check, store whole (or quarantine), split and emit; blocking, so it runs in a worker thread."""
-        now, clock = datetime.now(UTC), [time.perf_counter()]
-        object_name = f"{upload.sha256[:16]}-{name}"
-        meta = {"file_name": name, "transport": "http",
-                **({"content_type": _printable(content_type, 200)} if content_type else {})}
-
-        def quarantine(status: int, error: files.FileFormatError) -> Refused:
-            qkey = bronze_key(source, now, object_name, kind="quarantine")
-            store.put_stream(qkey, _file_chunks(upload.path), {**meta, "reason": _printable(str(error))})
-            log.warning("file quarantined", extra={"source": source, "key": qkey, "reason": str(error)})
-            return Refused(status, error.code if status == 422 else "unsupported_format", str(error), key=qkey)
-
-        try:
-            fmt = files.detect_format(upload.head, name, content_type)
-        except files.FileFormatError as exc:
-            raise quarantine(415, exc) from None
-        with open(upload.path, "rb") as f:
-            records = files.split(fmt, source, f)
-            try:  # X12: the whole envelope is checked before the first record comes out
-                first = next(records, None)
-            except files.FileFormatError as exc:
-                raise quarantine(422, exc) from None
-            clock.append(time.perf_counter())
-            key = bronze_key(source, now, object_name)
-            try:
-                duplicate = store.head(key).sha256 == upload.sha256
-            except ObjectNotFoundError:
-                duplicate = False
-            if not duplicate:
-                store.put_stream(key, _file_chunks(upload.path), {**meta, "format": fmt})
-            clock.append(time.perf_counter())
-            # A re-delivered file is offered again: the intake recognises records already on the
-            # topic, so nothing is sent twice, and a file cut short by a crash is completed.
-            chained = records if first is None else itertools.chain([first], records)
-            try:
-                total, emitted, rejected = emit(source, fmt, upload.path, key, chained,
-                                                content_type or DEFAULT_CONTENT_TYPE[fmt])
-            except files.FileFormatError as exc:  # a CSV row the csv module cannot read
-                raise Refused(422, exc.code, f"{exc}; the file is stored, records before it were accepted",
-                              key=key) from None
-        clock.append(time.perf_counter())
-        check_s, store_s, emit_s = (round(b - a, 3) for a, b in zip(clock, clock[1:]))
-        log.info("file taken", extra={"source": source, "key": key, "size": upload.size, "records": total,
-                                      "emitted": emitted, "duplicate": duplicate, "check_s": check_s,
-                                      "store_s": store_s, "emit_s": emit_s})
-        answer = FileAccepted(key=key, sha256=upload.sha256, size=upload.size, format=fmt, records=total,
-                              emitted=emitted, duplicate=duplicate, rejected=rejected)
-        return (200 if duplicate else 201), answer
-
     @app.post("/v1/files/{source}", status_code=201, response_model=FileAccepted,
               responses={200: {"model": FileAccepted, "description": "This exact file was already stored"},
+                         202: {"model": FileAccepted, "description": "Stored and announced; the split "
+                               "goes on (Prefer: respond-async, or it took longer than the wait)"},
                          **_errors(400, 401, 404, 413, 415, 422, 429, 503)},
               openapi_extra=_raw_body("application/edi-x12", "text/csv", "application/x-ndjson"),
-              summary="Store a batch file whole in Bronze and emit one envelope per record")
+              summary="Store a batch file whole in Bronze; one envelope per record follows")
     async def post_file(source: str, request: Request,
                         credentials: HTTPAuthorizationCredentials | None = Security(bearer),
                         key: str | None = Security(header_key)) -> JSONResponse:
-        """File name from ``X-File-Name``; X12 envelopes are checked before anything is stored."""
+        """File name from ``X-File-Name``; X12 envelopes are checked before anything is stored.
+
+        ``Prefer: respond-async`` answers 202 once the file is durable (stored and announced);
+        otherwise the answer waits for the split and carries its counts.
+        """
         guard(source, credentials, key)
         declared(request, max_file, "file")
         upload = await spool(request)
         try:
-            if upload.size == 0:
-                raise Refused(400, "empty", "empty file")
-            status, answer = await run_in_threadpool(take_file, source, upload,
-                                                     safe_name(request.headers.get("x-file-name")),
-                                                     request.headers.get("content-type"))
+            receipt = await run_in_threadpool(taker.take, source, upload.path,
+                                              safe_name(request.headers.get("x-file-name")),
+                                              request.headers.get("content-type"), transport="http_file",
+                                              sha256=upload.sha256, head=upload.head)
+        except FileRefused as exc:
+            raise Refused(exc.status, exc.code, exc.detail, key=exc.key) from None
         finally:
             os.unlink(upload.path)
-        return JSONResponse(answer.model_dump(), status)
+        asynchronous = "respond-async" in request.headers.get("prefer", "").lower()
+        status = taker.board.get(receipt.key) if asynchronous or not receipt.announced else \
+            await run_in_threadpool(taker.board.wait, receipt.key, split_wait_s)
+        answer = file_answer(receipt.key, receipt.sha256, receipt.size, receipt.format,
+                             receipt.duplicate, receipt.announced, status)
+        if answer.state == "failed":
+            raise Refused(422, "bad_file", f"{status.get('error', 'split failed')}; the file is stored, "
+                          "records before the fault were accepted", key=receipt.key)
+        code = 202 if answer.state != "done" else 200 if receipt.duplicate else 201
+        return JSONResponse(answer.model_dump(), code,
+                            headers={"Location": answer.status_url} if code == 202 else None)
+
+    @app.get("/v1/file-status/{key:path}", response_model=FileAccepted, responses=_errors(401, 404, 429),
+             summary="How far a stored file's split is")
+    async def file_status(key: str, credentials: HTTPAuthorizationCredentials | None = Security(bearer),
+                          api_key: str | None = Security(header_key)) -> JSONResponse:
+        source = key.split("/", 1)[0]
+        if source not in SOURCES:
+            raise Refused(404, "not_found", f"no file {key!r}")
+        guard(source, credentials, api_key)
+        status = await run_in_threadpool(taker.board.get, key)
+        info = await run_in_threadpool(store.head, key)  # 404 when there is no such file
+        if not status:
+            raise Refused(404, "not_found", f"no split recorded for {key!r} (announcements are kept 30 days)")
+        answer = file_answer(key, info.sha256, info.size, info.metadata.get("format", "?"), False, True,
+                             status)
+        return JSONResponse(answer.model_dump(), 200)
 
     # ---- reading back -----------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """The one door every protocol uses: validate, envelope, produce with acks=all, wait until durable.
 
 A message is accepted only once the broker has acknowledged its envelope (payload inline) on
-``bronze.raw.v1`` with acks=all; the archiver writes Bronze segments from there. A re-delivery
-of identical bytes (same source, SHA-256 and message id) is recognised in Redis and counted, not
-stored twice. Input that is parseable but rejected is kept under Bronze's quarantine prefix.
+``bronze.raw.v1`` with acks=all; the archiver writes Bronze segments from there, and recognises
+re-deliveries of identical bytes (ledger.py), so the ACK path waits for the broker alone. A caller
+that wants to tell a sender "you sent this before" (the HTTP API) asks ``recheck=True``: the
+admission then looks the raw id up in the ledger and answers a duplicate without producing.
+Input that is parseable but rejected is kept under Bronze's quarantine prefix.
 """
 
 from __future__ import annotations
@@ -23,14 +25,14 @@ from prometheus_client import Counter
 from carelake.errors import CarelakeError
 from carelake.serde import SchemaRegistry
 from carelake.topics import Catalog
+from carelake_ingest_gateway.ledger import Ledger
 from carelake_ingest_gateway.sniff import Sniffed, sniff
 
 log = logging.getLogger("carelake.ingest")
 
 SOURCES = ("ehr", "lab", "pharmacy", "claims", "wearables", "public_health", "scheduling", "billing")
 RAW_TOPIC = "bronze.raw.v1"
-PENDING_TTL_S = 120  # how long an in-flight first copy holds its re-delivery mark
-ADMIT_BATCH = 500  # admissions whose re-delivery marks share one Redis round trip
+ADMIT_BATCH = 500  # admissions taken from the queue at once (their ledger lookups share a round trip)
 INTAKE = Counter("carelake_intake_total", "Messages and files offered to the gateway",
                  ["source", "format", "transport", "outcome"])
 
@@ -81,20 +83,16 @@ class Intake:
 
     def __init__(self, bootstrap: str, catalog: Catalog, redis_url: str | None = None, *,
                  inline_limit: int = 256 * 1024, max_message: int = 900 * 1024,
-                 dedup_ttl_s: int = 30 * 86400, producer_config: dict | None = None) -> None:
+                 producer_config: dict | None = None) -> None:
         self.topic = catalog.physical(RAW_TOPIC)
         self.schema = SchemaRegistry.load().get(catalog.get(RAW_TOPIC).value_schema)
-        self.inline_limit, self.max_message, self.dedup_ttl_s = inline_limit, max_message, dedup_ttl_s
+        self.inline_limit, self.max_message = inline_limit, max_message
+        # linger 0: a sender in HL7 original mode waits for each ACK, so batching only adds latency.
         self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                                  "linger.ms": 2, "compression.type": "lz4", **(producer_config or {})})
-        self.redis = None
-        if redis_url:
-            import redis
-
-            self.redis = redis.Redis.from_url(redis_url, socket_timeout=2)
+                                  "linger.ms": 0, "compression.type": "lz4", **(producer_config or {})})
+        self.ledger = Ledger(redis_url, self.topic) if redis_url else None
         self._closing = threading.Event()
         self._queue: queue.Queue[_Admission | None] = queue.Queue()
-        self._durable: list[tuple[str, str]] = []  # (source, raw id) acknowledged since the last poll
         self._admitter = threading.Thread(target=self._admit_loop, name="intake-admit", daemon=True)
         self._poller = threading.Thread(target=self._poll, name="intake-producer", daemon=True)
         self._admitter.start()
@@ -104,7 +102,6 @@ class Intake:
         while not self._closing.is_set():
             try:
                 self.producer.poll(0.05)  # delivery callbacks run here and resolve the waiting futures
-                self._mark_durable()
             except Exception:  # noqa: BLE001 - one bad callback must not stop every later delivery
                 log.exception("delivery callback failed")
 
@@ -136,9 +133,10 @@ class Intake:
         return sniffed
 
     def submit(self, source: str, payload: bytes, *, transport: str, content_type: str | None = None,
-               timeout_s: float = 30.0) -> Accepted:
+               timeout_s: float = 30.0, recheck: bool = False) -> Accepted:
         """Accept one message: returns once it is durable on the raw topic (or a duplicate of one)."""
-        return self.start(source, payload, transport=transport, content_type=content_type).result(timeout_s)
+        return self.start(source, payload, transport=transport, content_type=content_type,
+                          recheck=recheck).result(timeout_s)
 
     async def submit_async(self, source: str, payload: bytes, *, transport: str,
                            content_type: str | None = None) -> Accepted:
@@ -148,8 +146,12 @@ class Intake:
                                                                    content_type=content_type)))
 
     def start(self, source: str, payload: bytes, *, transport: str, content_type: str | None = None,
-              envelope_fields: dict | None = None, sniffed: Sniffed | None = None) -> Future[Accepted]:
+              envelope_fields: dict | None = None, sniffed: Sniffed | None = None,
+              recheck: bool = False) -> Future[Accepted]:
         """Validate, then admit on the intake thread; the future resolves when the broker acknowledges.
+
+        ``recheck``: first look the raw id up in the ledger; a message Bronze already holds resolves
+        as a duplicate without being produced again.
 
         ``sniffed`` is for records of a stored file whose splitter already read their id and patient:
         only the source is checked (the message size limit is for messages, and the bytes are in Bronze).
@@ -167,11 +169,11 @@ class Intake:
         # Redis and produce() can block; they run on the admission thread, never on an event loop.
         sha = hashlib.sha256(payload).hexdigest()
         self._queue.put(_Admission(done, source, payload, sniffed, transport, content_type, envelope_fields,
-                                   sha, raw_id(source, sha, sniffed.message_id)))
+                                   sha, raw_id(source, sha, sniffed.message_id), recheck))
         return done
 
     def _admit_loop(self) -> None:
-        """Take every waiting admission, check their re-delivery marks in one Redis round trip, produce."""
+        """Take every waiting admission, look up the rechecked ones in one ledger round trip, produce."""
         while True:
             first = self._queue.get()
             batch = [first]
@@ -181,9 +183,9 @@ class Intake:
                 except queue.Empty:
                     break
             items = [a for a in batch if a is not None]
-            for admission, durable in zip(items, self._durable_before(items)):
+            for admission, stored in zip(items, self._stored_before(items)):
                 try:
-                    self._admit(admission, durable)
+                    self._admit(admission, stored)
                 except Exception as exc:  # noqa: BLE001 - fail this message, keep the door open
                     log.exception("admission failed")
                     _fail(admission.done, IntakeError(f"internal error: {exc}", code="internal", ack_code="AE",
@@ -191,10 +193,10 @@ class Intake:
             if len(items) < len(batch):
                 return  # close() asked us to stop, after everything queued before it
 
-    def _admit(self, a: _Admission, durable: bool) -> None:
+    def _admit(self, a: _Admission, stored: bool) -> None:
         done, source, payload, sniffed, transport = a.done, a.source, a.payload, a.sniffed, a.transport
         content_type, envelope_fields, sha, rid = a.content_type, a.envelope_fields, a.sha, a.rid
-        if durable:
+        if stored:
             INTAKE.labels(source, sniffed.format, transport, "duplicate").inc()
             _resolve(done, Accepted(rid, sha, True, sniffed))
             return
@@ -208,7 +210,6 @@ class Intake:
 
         def delivered(err: KafkaError | None, msg: Message) -> None:
             if err is None:
-                self._durable.append((source, rid))  # marked in one pipeline after this poll
                 INTAKE.labels(source, sniffed.format, transport, "accepted").inc()
                 _resolve(done, Accepted(rid, sha, False, sniffed))
             else:
@@ -225,57 +226,21 @@ class Intake:
                 return
 
     def _failed(self, done: Future[Accepted], source: str, rid: str, fmt: str, transport: str, why: str) -> None:
-        self._forget(source, rid)
         INTAKE.labels(source, fmt, transport, "unavailable").inc()
         _fail(done, IntakeError(f"raw topic did not acknowledge: {why}", code="unavailable", ack_code="AE",
                                 http_status=503))
 
-    # ---- re-delivery recognition -----------------------------------------------------------------
-    # Two phases: "pending" while the first copy is in flight (short TTL), "durable" once the broker
-    # acknowledged it. Only a durable copy makes a re-delivery a duplicate; a re-delivery that meets
-    # a pending one is produced again (the archiver deduplicates by raw id), so an ACK never rests on
-    # a copy that could still fail.
-
-    def _seen_key(self, source: str, rid: str) -> str:
-        # Scoped by the raw topic, so side-by-side environments (and tests) never see each other's.
-        return f"carelake:ingest:seen:{self.topic}:{source}:{rid}"
-
-    def _durable_before(self, items: list[_Admission]) -> list[bool]:
-        """For each admission: is a durable copy already on the topic? One pipelined round trip."""
-        if self.redis is None or not items:
+    def _stored_before(self, items: list[_Admission]) -> list[bool]:
+        """For each admission: does Bronze already hold it (only asked for ``recheck`` ones)?"""
+        asked = [a for a in items if a.recheck]
+        if self.ledger is None or not asked:
             return [False] * len(items)
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            for a in items:
-                pipe.set(self._seen_key(a.source, a.rid), b"pending", nx=True, ex=PENDING_TTL_S)
-            fresh = pipe.execute()
-            taken = [a for a, new in zip(items, fresh) if not new]
-            states = dict(zip((a.rid for a in taken), self.redis.mget([self._seen_key(a.source, a.rid)
-                                                                       for a in taken]))) if taken else {}
-            return [not new and states.get(a.rid) == b"durable" for a, new in zip(items, fresh)]
-        except Exception:  # noqa: BLE001 - Redis down: store twice rather than lose (downstream ids dedup)
-            log.warning("dedup unavailable; accepting without the re-delivery check")
+            held = dict(zip((a.rid for a in asked), self.ledger.stored([(a.source, a.rid) for a in asked])))
+        except Exception:  # noqa: BLE001 - ledger down: produce again; the archiver stores it once
+            log.warning("re-delivery ledger unavailable; accepting without the check")
             return [False] * len(items)
-
-    def _mark_durable(self) -> None:
-        if self.redis is None or not self._durable:
-            self._durable.clear()
-            return
-        marks, self._durable = self._durable, []
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for source, rid in marks:
-                pipe.set(self._seen_key(source, rid), b"durable", ex=self.dedup_ttl_s)
-            pipe.execute()
-        except Exception:  # noqa: BLE001 - a missed mark only means a re-delivery is stored twice
-            log.warning("could not mark messages durable for the re-delivery check")
-
-    def _forget(self, source: str, rid: str) -> None:
-        if self.redis is not None:
-            try:
-                self.redis.delete(self._seen_key(source, rid))
-            except Exception:  # noqa: BLE001 - best effort; the pending mark expires on its own
-                pass
+        return [a.recheck and held.get(a.rid, False) for a in items]
 
 
 @dataclass(frozen=True)
@@ -289,6 +254,7 @@ class _Admission:
     envelope_fields: dict | None
     sha: str
     rid: str
+    recheck: bool = False
 
 
 def _resolve(done: Future[Accepted], value: Accepted) -> None:

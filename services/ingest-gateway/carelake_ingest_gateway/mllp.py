@@ -6,13 +6,26 @@ connections run side by side. Bad input is answered, counted and logged, never a
 connection: an unreadable MSH gets AR with ERR 102, a frame over the size limit AR "too large",
 junk between frames is skipped to the next start block, and a frame cut off by a close is counted
 and, like anything not yet durable, never acknowledged.
+
+Quarantine: a frame refused as content (AR: unsupported version, a bad or missing required MSH
+field, too large, any other intake refusal) whose MSH is readable and whose source is known is
+copied to Bronze under ``<source>/<yyyy>/<mm>/<dd>/quarantine/mllp-<utc time>-<sha16>.hl7`` with
+its reason, peer and transport as metadata, so the rejected bytes can be inspected and replayed.
+A frame over the size limit keeps only its head (the rest was discarded while it arrived, which is
+what bounds memory); its metadata says so. Unattributable input (no readable MSH, or no source for
+it) is counted and logged but not stored: it has no source to file it under, and storing whatever
+anyone sends to the port would make the listener a free disk. AE answers (broker slow or down) are
+not quarantined: the sender resends those. The copy is written in a worker thread before the AR is
+sent; a store that fails is logged and counted, and the sender still gets its AR.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
+import re
 import ssl
 import time
 import uuid
@@ -22,6 +35,7 @@ from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from carelake.bronze.store import BronzeStore, bronze_key
 from carelake_ingest_gateway.hl7_ack import (
     APPLICATION_INTERNAL_ERROR,
     DATA_TYPE_ERROR,
@@ -58,6 +72,14 @@ PROTOCOL_ERRORS = Counter(
     ["port", "kind"],
 )
 
+# One metric for every transport's quarantine (files should count here too): a series per reason.
+QUARANTINED = Counter("carelake_quarantined_total", "Rejected input kept under Bronze's quarantine prefix",
+                      ["source", "transport", "reason"])
+QUARANTINE_ERRORS = Counter("carelake_quarantine_errors_total",
+                            "Rejected input that could not be kept in quarantine (store failed or timed out)",
+                            ["source", "transport"])
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+
 SourceFor = Callable[[Msh], str | None] | str
 
 
@@ -80,13 +102,14 @@ class MllpServer:
     MSH (e.g. of MSH-3/MSH-4) when one port serves several sources; returning None rejects the
     message (AR). ``enhanced`` answers CA/CE/CR instead of AA/AE/AR. ``ack_timeout_s`` bounds the
     wait for the broker: past it the sender gets AE and resends (a later duplicate is recognised).
+    ``store``, when given, keeps attributable rejected frames under the quarantine prefix.
     """
 
     def __init__(self, intake: Intake, source_for: SourceFor, host: str = "127.0.0.1", port: int = 2575, *,
                  max_frame: int = 4 * 1024 * 1024, enhanced: bool = False, idle_timeout_s: float = 300,
                  ssl_context: ssl.SSLContext | None = None, ack_timeout_s: float = 30.0,
-                 read_size: int = 64 * 1024) -> None:
-        self.intake, self.source_for = intake, source_for
+                 read_size: int = 64 * 1024, store: BronzeStore | None = None) -> None:
+        self.intake, self.source_for, self.store = intake, source_for, store
         self.host, self._port = host, port
         # A frame the intake would refuse anyway is discarded while it arrives, not buffered first.
         self.max_frame = min(max_frame, getattr(intake, "max_message", max_frame))
@@ -221,6 +244,9 @@ class MllpServer:
                 PROTOCOL_ERRORS.labels(self._port_label, "oversize").inc()
                 log.warning("mllp frame too large", extra={"peer": peer, "bytes": event.nbytes,
                                                           "control_id": msh.control_id if msh else None})
+                if msh is not None:
+                    await self._quarantine(source, event.head, "too_large", reason, peer, msh,
+                                           frame_bytes=event.nbytes)
                 code, answer = self._reply(msh, "AR", reason, APPLICATION_INTERNAL_ERROR)
                 await self._write(writer, answer, source, code, arrived)
             elif isinstance(event, Junk):
@@ -272,6 +298,8 @@ class MllpServer:
         except IntakeError as exc:
             log.warning("mllp message rejected", extra={"peer": peer, "source": source, "control_id": msh.control_id,
                                                         "reason": exc.reason, "code": exc.code})
+            if exc.ack_code == "AR":  # refused as content; AE (try again) is not the message's fault
+                await self._quarantine(source, payload, exc.code, exc.reason, peer, msh)
             code, answer = self._reply(msh, exc.ack_code, exc.reason, _error_code(exc, msh))
             return source, code, answer
         except Exception as exc:  # noqa: BLE001 - a bug or an unexpected client error: answer AE, keep serving
@@ -296,6 +324,27 @@ class MllpServer:
             durable.add_done_callback(_retrieve)
             raise
 
+    async def _quarantine(self, source: str, data: bytes, reason: str, text: str, peer: str, msh: Msh, *,
+                          frame_bytes: int | None = None) -> None:
+        """Keep a refused frame (or an oversize frame's head) in Bronze; never raises (the AR goes out regardless)."""
+        if self.store is None or source not in SOURCES:
+            return  # nowhere to keep it, or nobody to file it under
+        try:
+            async with asyncio.timeout(self.ack_timeout_s):  # the sender waits for its AR meanwhile
+                key = await asyncio.to_thread(_put_quarantined, self.store, source, data, {
+                    "transport": "mllp", "reason_code": reason, "reason": _printable(text, 500),
+                    "peer": _printable(peer, 100), "control_id": _printable(msh.control_id, 100),
+                    "frame_bytes": str(frame_bytes if frame_bytes is not None else len(data)),
+                    "complete": "false" if frame_bytes is not None else "true"})
+        except Exception as exc:  # noqa: BLE001 - TimeoutError, BronzeError, a bug: log, count, still answer
+            QUARANTINE_ERRORS.labels(source, "mllp").inc()
+            log.error("mllp quarantine failed", extra={"peer": peer, "source": source, "control_id": msh.control_id,
+                                                       "reason_code": reason, "error": f"{type(exc).__name__}: {exc}"})
+            return
+        QUARANTINED.labels(source, "mllp", reason).inc()
+        log.warning("mllp message quarantined", extra={"peer": peer, "source": source, "key": key,
+                                                       "control_id": msh.control_id, "reason_code": reason})
+
     def _reply(self, msh: Msh | None, code: str, text: str = "", error_code: str | None = None) -> tuple[str, bytes]:
         if self.enhanced:
             code = ENHANCED.get(code, code)
@@ -315,6 +364,20 @@ class MllpServer:
         if isinstance(self.source_for, str):
             return self.source_for
         return (self._source(msh) if msh is not None else None) or UNKNOWN
+
+
+def _put_quarantined(store: BronzeStore, source: str, data: bytes, metadata: dict[str, str]) -> str:
+    """Store ``data`` under a quarantine key named by arrival second and content; returns the key."""
+    now = datetime.now(UTC)
+    name = f"mllp-{now:%Y%m%dT%H%M%S}-{hashlib.sha256(data).hexdigest()[:16]}.hl7"
+    key = bronze_key(source, now, name, kind="quarantine")
+    store.put(key, data, metadata)  # the same bytes in the same second: the same key, a no-op replay
+    return key
+
+
+def _printable(text: str, limit: int) -> str:
+    """Bronze metadata is printable ASCII (S3 keeps it as HTTP headers); anything else becomes '?'."""
+    return _NOT_PRINTABLE.sub("?", text)[:limit]
 
 
 def _retrieve(fut: asyncio.Future) -> None:

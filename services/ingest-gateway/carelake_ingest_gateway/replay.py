@@ -2,7 +2,9 @@
 
 Downstream layers are rebuilt from Bronze after a bug fix. Streamed messages come back from the
 segment files (overlapping segments after a crash are deduplicated by raw id); every envelope is
-marked ``replayed`` and points at its exact Bronze location (segment key and byte range).
+marked ``replayed`` and points at its exact Bronze location (segment key and byte range). Batch
+files stored whole are re-announced on bronze.files.v1, marked replayed; the gateway's splitter
+emits their records again (marked replayed too).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from datetime import date, datetime, timedelta
 
 from confluent_kafka import Producer
 
-from carelake.bronze.store import BronzeStore
+from carelake.bronze.store import BronzeStore, ObjectInfo
 from carelake.serde import SchemaRegistry
 from carelake.topics import Catalog
+from carelake_ingest_gateway.filesplit import FileTaker
 from carelake_ingest_gateway.intake import RAW_TOPIC
 
 
@@ -27,6 +30,7 @@ class ReplayResult:
     envelopes: int
     duplicates_skipped: int
     segments: int
+    files: int = 0
 
 
 def _days(since: date, until: date) -> Iterator[date]:
@@ -98,3 +102,24 @@ def replay(store: BronzeStore, bootstrap: str, catalog: Catalog, source: str, si
     if producer.flush(60):
         raise RuntimeError("replay: the broker did not acknowledge every envelope")
     return ReplayResult(envelopes=sent, duplicates_skipped=total - sent, segments=len(indexes))
+
+
+def stored_files(store: BronzeStore, source: str, since: date, until: date | None = None) -> list[ObjectInfo]:
+    """The batch files stored whole for ``source`` on [since, until], oldest first."""
+    found = [info for day in _days(since, until or since) for info in store.list(f"{source}/{day:%Y/%m/%d}/files/")]
+    return sorted(found, key=lambda info: (info.created, info.key))
+
+
+def replay_files(store: BronzeStore, taker: FileTaker, source: str, since: date, until: date | None = None,
+                 progress: bool = True) -> int:
+    """Re-announce the source's stored files on bronze.files.v1, marked replayed; returns how many."""
+    from rich.progress import track
+
+    infos = stored_files(store, source, since, until)
+    for info in track(infos, description=f"replay {source} files", disable=not progress or not infos):
+        meta = info.metadata
+        taker.board.clear(f"{info.key}#replay")  # a new replay starts from the first record
+        taker.announce(source, info.key, info.sha256, info.size, meta.get("format", "?"),
+                       meta.get("content_type"), info.created, {"file_name": meta.get("file_name", ""),
+                                                                "transport": "replay"}, replayed=True)
+    return len(infos)

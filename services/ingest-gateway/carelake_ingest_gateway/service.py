@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import ssl
 import threading
+from typing import Any
 
 from carelake.bronze.store import open_store
 from carelake.config import Settings
@@ -18,8 +21,10 @@ from carelake.services import runner_for
 from carelake.topics import load_catalog
 from carelake_ingest_gateway.archiver import build_archiver
 from carelake_ingest_gateway.capture import build_capture
+from carelake_ingest_gateway.filesplit import FileBoard, FileTaker, Splitter
 from carelake_ingest_gateway.http_api import create_app, make_server
-from carelake_ingest_gateway.intake import SOURCES, Intake
+from carelake_ingest_gateway.intake import RAW_TOPIC, SOURCES, Intake
+from carelake_ingest_gateway.ledger import Ledger
 from carelake_ingest_gateway.mllp import MllpServer
 
 log = logging.getLogger("carelake.ingest")
@@ -36,6 +41,44 @@ def parse_pairs(text: str, what: str) -> dict[str, str]:
     return pairs
 
 
+def parse_rate_limits(text: str) -> dict[str, float]:
+    """``"lab=200,ehr=500"`` -> {"lab": 200.0, "ehr": 500.0} requests/s; each must be a positive number."""
+    limits: dict[str, float] = {}
+    for source, value in parse_pairs(text, "CARELAKE_RATE_LIMITS").items():
+        try:
+            rate = float(value)
+        except ValueError:
+            rate = math.nan
+        if not math.isfinite(rate) or rate <= 0:
+            raise ConfigError(f"CARELAKE_RATE_LIMITS: {source}={value!r} is not a positive number "
+                              "of requests per second")
+        limits[source] = rate
+    return limits
+
+
+def tls_from(settings: Settings) -> tuple[ssl.SSLContext | None, dict[str, Any]]:
+    """(the MLLP listeners' SSL context, the HTTP server's uvicorn options); (None, {}) without TLS.
+
+    The certificate is loaded here, so a wrong path or a key that does not match stops the gateway
+    at start-up with the variables named, not at the first sender's handshake.
+    """
+    cert, key = settings.tls_certfile, settings.tls_keyfile
+    if cert is None and key is None:
+        return None, {}
+    if cert is None or key is None:
+        given = "CARELAKE_TLS_CERTFILE" if cert is not None else "CARELAKE_TLS_KEYFILE"
+        raise ConfigError(f"CARELAKE_TLS_CERTFILE and CARELAKE_TLS_KEYFILE are set together or not at all; "
+                          f"only {given} is set")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"CARELAKE_TLS_CERTFILE={cert} and CARELAKE_TLS_KEYFILE={key}: cannot load the "
+                          f"certificate and its key: {exc}") from exc
+    return context, {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+
+
 class Gateway:
     """The Runnable `carelake run` drives: start everything, stop everything on SIGTERM."""
 
@@ -43,14 +86,22 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         catalog = load_catalog(settings.topic_catalog, settings.topic_prefix)
+        # Settings first: a bad one stops start-up before any connection or thread exists.
+        self.ssl_context, http_tls = tls_from(settings)
+        rate_limits = parse_rate_limits(settings.rate_limits)
         self.settings = settings
         self.store = open_store(settings)
         self.capture = runner_for(build_capture(catalog), settings)
-        self.archiver = runner_for(build_archiver(self.store), settings)
+        ledger = Ledger(settings.redis, catalog.physical(RAW_TOPIC))
+        self.archiver = runner_for(build_archiver(self.store, ledger), settings)
         self.intake = Intake(settings.bootstrap, catalog, settings.redis)
+        board = FileBoard(settings.redis, catalog.physical(RAW_TOPIC))
+        self.taker = FileTaker(self.store, settings.bootstrap, catalog, board)
+        self.splitter = Splitter(self.store, settings.bootstrap, catalog, board)
         keys = parse_pairs(settings.api_key_hashes.get_secret_value(), "CARELAKE_API_KEY_HASHES")
-        self.http = make_server(create_app(self.intake, self.store, api_keys=keys), settings.http_host,
-                                settings.http_port)
+        self.http = make_server(create_app(self.intake, self.store, self.taker, api_keys=keys,
+                                           rate_limits=rate_limits),
+                                settings.http_host, settings.http_port, **http_tls)
         self.mllp_ports = {s: int(p) for s, p in parse_pairs(settings.mllp_ports, "CARELAKE_MLLP_PORTS").items()}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -58,12 +109,13 @@ class Gateway:
         self._mllp_stop: asyncio.Event | None = None
 
     def run(self) -> None:
-        targets = {"capture": self.capture.run, "archiver": self.archiver.run, "http": self.http.run,
-                   "mllp": self._run_mllp}
+        targets = {"capture": self.capture.run, "archiver": self.archiver.run, "splitter": self.splitter.run,
+                   "http": self.http.run, "mllp": self._run_mllp}
         self._threads = [threading.Thread(target=t, name=n, daemon=True) for n, t in targets.items()]
         for thread in self._threads:
             thread.start()
-        log.info("gateway started", extra={"mllp": self.mllp_ports, "http_port": self.settings.http_port})
+        log.info("gateway started", extra={"mllp": self.mllp_ports, "http_port": self.settings.http_port,
+                                           "tls": self.ssl_context is not None})
         while not self._stop.wait(1.0):
             dead = [t.name for t in self._threads if not t.is_alive()]
             if dead:
@@ -74,7 +126,8 @@ class Gateway:
     def _run_mllp(self) -> None:
         async def main() -> None:
             self._mllp_loop, self._mllp_stop = asyncio.get_running_loop(), asyncio.Event()
-            servers = [MllpServer(self.intake, source, self.settings.mllp_host, port)
+            servers = [MllpServer(self.intake, source, self.settings.mllp_host, port, ssl_context=self.ssl_context,
+                                  store=self.store)
                        for source, port in self.mllp_ports.items()]
             for server in servers:
                 await server.start()
@@ -92,6 +145,8 @@ class Gateway:
         for name in ("mllp", "http"):
             next(t for t in self._threads if t.name == name).join(35)
         self.intake.close()
+        self.taker.close()
+        self.splitter.stop()  # a file cut short resumes from its checkpoint after the restart
         self.capture.stop()
         self.archiver.stop()
         for thread in self._threads:
@@ -102,7 +157,8 @@ class Gateway:
         self._stop.set()
 
     def health(self) -> tuple[bool, dict]:
-        parts = {"capture": self.capture.health(), "archiver": self.archiver.health()}
+        parts = {"capture": self.capture.health(), "archiver": self.archiver.health(),
+                 "splitter": self.splitter.health()}
         alive = all(t.is_alive() for t in self._threads) if self._threads else False
         ok = alive and all(p[0] for p in parts.values())
         return ok, {"service": self.name, "threads_alive": alive,

@@ -20,10 +20,14 @@ from carelake.bronze.store import BronzeStore, ObjectNotFoundError, open_store
 from carelake.config import Settings
 from carelake.serde import SchemaRegistry
 from carelake.stream.admin import create_topics
+from carelake.stream.runtime import Runner, RunnerConfig
 from carelake.stream.selftest import count, read_topic
 from carelake.topics import Catalog
+from carelake_ingest_gateway.archiver import build_archiver
+from carelake_ingest_gateway.filesplit import FileBoard, FileTaker, Splitter
 from carelake_ingest_gateway.http_api import create_app, hash_key, make_server
 from carelake_ingest_gateway.intake import RAW_TOPIC, Intake
+from carelake_ingest_gateway.ledger import Ledger
 from carelake_simulator.formats import x12
 from carelake_simulator.formats.x12 import claim_spans
 from carelake_simulator.simulate import SimConfig, simulate
@@ -47,6 +51,7 @@ class Gateway:
     store: BronzeStore
     catalog: Catalog
     bootstrap: str
+    ledger: Ledger
 
     @property
     def topic(self) -> str:
@@ -75,28 +80,48 @@ class Gateway:
 
 
 @pytest.fixture
-def gateway(stack, catalog, tmp_path) -> Iterator[Gateway]:
+def gateway(stack, catalog, unique, tmp_path) -> Iterator[Gateway]:
+    """The HTTP API with the parts behind it: the file splitter and the archiver (the re-delivery ledger)."""
     create_topics(catalog, stack.bootstrap)
-    intake = Intake(stack.bootstrap, catalog, stack.redis)  # re-delivery keys scoped by this test's topic
+    intake = Intake(stack.bootstrap, catalog, stack.redis)  # ledger and board scoped by this test's topic
     store = open_store(Settings(home=tmp_path, bronze_dir=tmp_path / "bronze"))
-    app = create_app(intake, store, api_keys={s: hash_key(k) for s, k in KEYS.items()},
+    board = FileBoard(stack.redis, catalog.physical(RAW_TOPIC))
+    taker = FileTaker(store, stack.bootstrap, catalog, board)
+    splitter = Splitter(store, stack.bootstrap, catalog, board, group=f"{unique}-splitter", checkpoint=500)
+    ledger = Ledger(stack.redis, catalog.physical(RAW_TOPIC))
+    archiver = Runner(build_archiver(store, ledger, name=f"{unique}-archiver"), catalog,
+                      RunnerConfig(bootstrap=stack.bootstrap, batch_size=500))
+    app = create_app(intake, store, taker, api_keys={s: hash_key(k) for s, k in KEYS.items()},
                      max_message=MAX_MESSAGE, max_file=MAX_FILE, rate_limits={"scheduling": 1.0},
                      spool_dir=tmp_path)
     server = make_server(app, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, name="gateway-http", daemon=True)
-    thread.start()
+    threads = [threading.Thread(target=t, name=n, daemon=True)
+               for n, t in (("http", server.run), ("splitter", splitter.run), ("archiver", archiver.run))]
+    for thread in threads:
+        thread.start()
     deadline = time.monotonic() + 15
     while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the HTTP server did not start"
+        assert threads[0].is_alive() and time.monotonic() < deadline, "the HTTP server did not start"
         time.sleep(0.02)
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield Gateway(port, store, catalog, stack.bootstrap)
+    yield Gateway(port, store, catalog, stack.bootstrap, ledger)
     server.should_exit = True
-    thread.join(15)
+    splitter.stop()
+    archiver.stop()
+    for thread in threads:
+        thread.join(30)
     intake.close()
-    ours = list(intake.redis.scan_iter(f"carelake:ingest:seen:{intake.topic}:*", count=10_000))
-    for i in range(0, len(ours), 10_000):
-        intake.redis.unlink(*ours[i:i + 10_000])
+    taker.close()
+    ledger.forget_scope()
+    board.forget_scope()
+
+
+def _archived(gateway: Gateway, source: str, raw_id: str, timeout_s: float = 30) -> None:
+    """Wait until the archiver has stored ``raw_id`` (its ledger mark is written after the segment)."""
+    deadline = time.monotonic() + timeout_s
+    while not gateway.ledger.stored([(source, raw_id)])[0]:
+        assert time.monotonic() < deadline, f"{raw_id} was not archived"
+        time.sleep(0.05)
 
 
 def _record(sim, source: str, kind_prefix: str = ""):
@@ -124,7 +149,8 @@ def test_messages_are_accepted_once_on_the_raw_topic(gateway, sim):
         answers.append(body)
     assert answers[0]["message_id"] == hl7.message_id and answers[1]["message_id"] == reading.message_id
 
-    # a re-delivery of the same bytes is recognised, answered, and not sent again
+    # a re-delivery of bytes Bronze already holds is recognised, answered, and not sent again
+    _archived(gateway, "ehr", answers[0]["id"])
     status, again = gateway.post("/v1/messages/ehr", hl7.payload, "ehr", headers={"Content-Type": hl7.content_type})
     assert status == 200 and again["duplicate"] is True and again["id"] == answers[0]["id"]
 
@@ -189,12 +215,13 @@ def test_oversized_bodies_get_413_before_anything_is_stored(gateway):
 
 def test_rate_limit_answers_429_with_retry_after(gateway, sim):
     msg = _record(sim, "scheduling").payload
-    status, _, _ = gateway.call("POST", "/v1/messages/scheduling", msg, source="scheduling")
+    status, _, first = gateway.call("POST", "/v1/messages/scheduling", msg, source="scheduling")
     assert status == 201
     status, headers, data = gateway.call("POST", "/v1/messages/scheduling", msg, source="scheduling")
     assert status == 429 and headers["retry-after"] == "1" and json.loads(data)["error"] == "rate_limited"
     other = _record(sim, "ehr").payload  # other sources have their own (here: no) limit
     assert gateway.call("POST", "/v1/messages/ehr", other, source="ehr")[0] == 201
+    _archived(gateway, "scheduling", json.loads(first)["id"])
     time.sleep(1.05)
     assert gateway.call("POST", "/v1/messages/scheduling", msg, source="scheduling")[0] == 200  # a duplicate
 
@@ -232,8 +259,28 @@ def test_an_837_file_is_stored_whole_with_one_envelope_per_claim(gateway, sim):
     # the same file again: recognised, nothing new on the topic
     status, again = gateway.post("/v1/files/claims", feed.payload, "claims", headers={"X-File-Name": feed.name})
     assert status == 200 and again["duplicate"] is True and again["key"] == body["key"]
-    assert again["records"] == len(spans) and again["emitted"] == 0
+    assert again["records"] == len(spans) and again["emitted"] == 0 and again["state"] == "done"
     assert count(gateway.bootstrap, gateway.topic) == len(spans)
+
+
+def test_a_file_answered_asynchronously_is_followed_by_its_status(gateway, sim):
+    feed = _file(sim, "pharmacy_csv")
+    status, headers, data = gateway.call("POST", "/v1/files/pharmacy", feed.payload, source="pharmacy",
+                                         headers={"X-File-Name": feed.name, "Prefer": "respond-async"})
+    body = json.loads(data)
+    assert status == 202 and headers["location"] == f"/v1/file-status/{body['key']}" == body["status_url"]
+    assert gateway.store.get(body["key"]) == feed.payload  # durable before the answer
+    deadline = time.monotonic() + 60
+    while True:
+        status, _, data = gateway.call("GET", body["status_url"], source="pharmacy")
+        state = json.loads(data)
+        if state["state"] == "done" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert status == 200 and state["state"] == "done" and state["records"] == state["emitted"] == len(feed.records)
+    assert count(gateway.bootstrap, gateway.topic) == len(feed.records)
+    assert gateway.call("GET", body["status_url"], source="lab")[0] == 401
+    assert gateway.call("GET", "/v1/file-status/pharmacy/2026/01/01/files/none.csv", source="pharmacy")[0] == 404
 
 
 def test_csv_and_ndjson_files(gateway, sim):
@@ -291,9 +338,10 @@ def test_openapi_health_and_metrics(gateway):
     status, _, data = gateway.call("GET", "/openapi.json")
     spec = json.loads(data)
     assert status == 200
-    assert {"/v1/messages/{source}", "/v1/files/{source}", "/v1/objects/{key}", "/healthz", "/metrics"} <= set(spec["paths"])
+    assert {"/v1/messages/{source}", "/v1/files/{source}", "/v1/file-status/{key}", "/v1/objects/{key}",
+            "/healthz", "/metrics"} <= set(spec["paths"])
     file_answers = spec["paths"]["/v1/files/{source}"]["post"]["responses"]
-    assert {"201", "200", "401", "404", "413", "415", "422", "429"} <= set(file_answers)
+    assert {"201", "202", "200", "401", "404", "413", "415", "422", "429"} <= set(file_answers)
     assert "requestBody" in spec["paths"]["/v1/files/{source}"]["post"]
     assert {"HTTPBearer", "APIKeyHeader"} <= set(spec["components"]["securitySchemes"])
     assert json.loads(gateway.call("GET", "/healthz")[2])["status"] == "ok"

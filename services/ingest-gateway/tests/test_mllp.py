@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
+import re
 import socket
 import ssl
 import threading
@@ -24,13 +25,17 @@ import pytest
 from confluent_kafka import KafkaException
 from prometheus_client import REGISTRY
 
+from carelake.bronze.store import BronzeStore, open_store
 from carelake.config import Settings
 from carelake.serde import SchemaRegistry
 from carelake.stream.admin import create_topics
+from carelake.stream.runtime import Runner, RunnerConfig
 from carelake.stream.selftest import count, read_topic
 from carelake.topics import Catalog
 from carelake_ingest_gateway.hl7_ack import frame
+from carelake_ingest_gateway.archiver import build_archiver
 from carelake_ingest_gateway.intake import RAW_TOPIC, Intake
+from carelake_ingest_gateway.ledger import Ledger
 from carelake_ingest_gateway.mllp import MllpServer
 from carelake_simulator.model import FeedRecord
 from carelake_simulator.replay import parse_ack, replay_mllp
@@ -357,11 +362,11 @@ def test_truncated_frame_is_never_acknowledged(
 
 def test_redelivery_of_identical_bytes_is_acknowledged_not_stored_twice(
         gateway: Callable[..., Gateway], feed: list[FeedRecord], stack: Settings, catalog: Catalog,
-        unique: str) -> None:
+        unique: str, tmp_path: Path) -> None:
     gw = gateway("lab")
     payload = lab_message(feed, unique)
     control = payload.split(b"|")[9].decode()
-    duplicates = sample("carelake_intake_total", source="lab", format="hl7v2", transport="mllp", outcome="duplicate")
+    redeliveries = sample("carelake_bronze_redeliveries_total", source="lab")
     client = Client(gw.port)
     try:
         assert msa(client.roundtrip(payload)) == ("AA", control)
@@ -373,9 +378,27 @@ def test_redelivery_of_identical_bytes_is_acknowledged_not_stored_twice(
         assert msa(client.roundtrip(payload)) == ("AA", control)  # ...or resends after reconnecting
     finally:
         client.close()
-    assert on_topic(stack, catalog) == 1
-    assert sample("carelake_intake_total", source="lab", format="hl7v2", transport="mllp",
-                  outcome="duplicate") == duplicates + 2
+    # Every copy is acknowledged on the topic (the ACK waits for the broker alone); the archiver
+    # recognises the re-deliveries by raw id and stores the bytes once.
+    assert on_topic(stack, catalog) == 3
+    store = open_store(Settings(home=tmp_path, bronze_dir=tmp_path / "bronze"))
+    ledger = Ledger(stack.redis, catalog.physical(RAW_TOPIC))
+    archiver = Runner(build_archiver(store, ledger, name=f"{unique}-archiver"), catalog,
+                      RunnerConfig(bootstrap=stack.bootstrap, batch_size=1))  # one copy per batch: the ledger decides
+    thread = threading.Thread(target=archiver.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while archiver.committed_messages < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    archiver.stop()
+    thread.join(30)
+    try:
+        assert archiver.committed_messages == 3
+        segments = [o for o in store.list("lab/") if o.key.endswith(".seg")]
+        assert [store.get(o.key) for o in segments] == [payload]
+        assert sample("carelake_bronze_redeliveries_total", source="lab") == redeliveries + 2
+    finally:
+        ledger.forget_scope()
 
 
 # ---- modes, routing, lifecycle -------------------------------------------------------------------------
@@ -515,3 +538,103 @@ def test_large_message_travels_whole_and_one_over_the_intake_limit_is_refused(
         client.close()
     [(_, _, _, env)] = decoded(stack, catalog, 1)
     assert env["payload"] == large  # above the 256 KiB inline limit of file records, still inline
+
+
+# ---- quarantine ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bronze(tmp_path: Path) -> BronzeStore:
+    """A real local Bronze store of the test's own."""
+    return open_store(Settings(home=tmp_path, bronze_dir=tmp_path / "bronze"))
+
+
+def quarantined(store: BronzeStore, source: str) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """key -> (bytes, metadata) of everything under the source's quarantine prefixes."""
+    return {info.key: (store.get(info.key), info.metadata) for info in store.list(f"{source}/")
+            if "/quarantine/" in info.key}
+
+
+def test_refused_frames_are_quarantined_with_their_reason(
+        gateway: Callable[..., Gateway], feed: list[FeedRecord], bronze: BronzeStore, stack: Settings,
+        catalog: Catalog, unique: str) -> None:
+    gw = gateway("lab", max_frame=64 * 1024, store=bronze)
+    good = [lab_message(feed, f"{unique}.{i}") for i in range(3)]
+    control = [g.split(b"\r")[0].split(b"|")[9].decode() for g in good]
+    v99 = good[0].replace(b"|2.5.1|", b"|9.9|", 1)
+    no_id = good[1].replace(control[1].encode(), b"", 1)
+    big = good[2] + b"NTE|1||" + b"x" * (100 * 1024) + b"\r"
+    counted = {r: sample("carelake_quarantined_total", source="lab", transport="mllp", reason=r)
+               for r in ("bad_hl7v2", "too_large")}
+    client = Client(gw.port)
+    try:
+        answer = client.roundtrip(v99)
+        assert msa(answer) == ("AR", control[0]) and "unsupported HL7 version '9.9'" in err(answer)[1]
+        assert err(client.roundtrip(no_id))[0] == "101"
+        answer = client.roundtrip(big)
+        assert msa(answer) == ("AR", control[2]) and "too large" in err(answer)[1]
+        # Unattributable: no readable MSH. Answered as before, not stored.
+        assert msa(client.roundtrip(b"MSH|^~\\&|APP\rPID|1\r")) == ("AR", None)
+        assert msa(client.roundtrip(good[2])) == ("AA", control[2])  # accepted input is never quarantined
+    finally:
+        client.close()
+
+    kept = quarantined(bronze, "lab")
+    assert len(kept) == 3
+    by_bytes = {data: (key, meta) for key, (data, meta) in kept.items()}
+    assert set(by_bytes) == {v99, no_id, big[:4096]}  # exactly the bytes received; the oversize frame's head
+    for data, (key, meta) in by_bytes.items():
+        name = key.rsplit("/", 1)[1]
+        assert re.fullmatch(rf"lab/\d{{4}}/\d{{2}}/\d{{2}}/quarantine/mllp-\d{{8}}T\d{{6}}-"
+                            rf"{hashlib.sha256(data).hexdigest()[:16]}\.hl7", key), key
+        assert name[5:13] == key.split("/")[1] + key.split("/")[2] + key.split("/")[3]  # the key's day, UTC
+        assert meta["transport"] == "mllp" and re.fullmatch(r"127\.0\.0\.1:\d+", meta["peer"])
+    key, meta = by_bytes[v99]
+    assert meta["reason_code"] == "bad_hl7v2" and "unsupported HL7 version '9.9'" in meta["reason"]
+    assert (meta["control_id"], meta["complete"], meta["frame_bytes"]) == (control[0], "true", str(len(v99)))
+    assert by_bytes[no_id][1]["reason_code"] == "bad_hl7v2" and "MSH-10" in by_bytes[no_id][1]["reason"]
+    meta = by_bytes[big[:4096]][1]
+    assert (meta["reason_code"], meta["complete"], meta["frame_bytes"]) == ("too_large", "false", str(len(big)))
+    assert sample("carelake_quarantined_total", source="lab", transport="mllp",
+                  reason="bad_hl7v2") == counted["bad_hl7v2"] + 2
+    assert sample("carelake_quarantined_total", source="lab", transport="mllp",
+                  reason="too_large") == counted["too_large"] + 1
+    assert on_topic(stack, catalog) == 1
+
+
+def test_frames_no_source_claims_are_not_quarantined(
+        gateway: Callable[..., Gateway], feed: list[FeedRecord], bronze: BronzeStore, unique: str) -> None:
+    gw = gateway(lambda msh: ROUTE.get(msh.sending_app), store=bronze)
+    message = lab_message(feed, unique)
+    client = Client(gw.port)
+    try:
+        assert msa(client.roundtrip(message.replace(b"|SUNQUEST|", b"|SOMEONE_ELSE|", 1)))[0] == "AR"
+        assert msa(client.roundtrip(b"\x89PNG\r\n\x1a\n not hl7"))[0] == "AR"
+        # Routed by MSH-3 and refused as content: kept under the routed source.
+        v99 = message.replace(b"|2.5.1|", b"|9.9|", 1)
+        assert msa(client.roundtrip(v99))[0] == "AR"
+    finally:
+        client.close()
+    assert [data for data, _ in quarantined(bronze, "lab").values()] == [v99]
+    assert list(bronze.list("")) == list(bronze.list("lab/"))  # nothing filed anywhere else
+
+
+def test_a_failing_store_still_answers_the_rejection(
+        gateway: Callable[..., Gateway], feed: list[FeedRecord], bronze: BronzeStore, unique: str) -> None:
+    # A real store failure: an object where the quarantine folder must go (today and tomorrow, for midnight).
+    today = dt.datetime.now(dt.UTC)
+    for day in (today, today + dt.timedelta(days=1)):
+        bronze.put(f"lab/{day:%Y/%m/%d}/quarantine", b"an object in the way")
+    gw = gateway("lab", store=bronze)
+    good = lab_message(feed, unique)
+    control = good.split(b"|")[9].decode()
+    errors = sample("carelake_quarantine_errors_total", source="lab", transport="mllp")
+    client = Client(gw.port)
+    try:
+        answer = client.roundtrip(good.replace(b"|2.5.1|", b"|9.9|", 1))
+        assert msa(answer) == ("AR", control) and err(answer)[0] == "203"
+        assert msa(client.roundtrip(good)) == ("AA", control)  # the connection keeps working
+    finally:
+        client.close()
+    assert sample("carelake_quarantine_errors_total", source="lab", transport="mllp") == errors + 1
+    assert quarantined(bronze, "lab") == {}

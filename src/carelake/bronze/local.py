@@ -138,6 +138,10 @@ class LocalStore(BronzeStore):
             raise
         return _verified_chunks(f, info, chunk_size)
 
+    def local_path(self, key: str) -> Path | None:
+        path = self._path(key)
+        return path if path.is_file() else None
+
     def head(self, key: str) -> ObjectInfo:
         path = self._path(key)
         if not path.is_file():

@@ -231,6 +231,10 @@ class BronzeStore(ABC):
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object whose key starts with ``prefix``, in key order (UTF-8 byte order)."""
 
+    def local_path(self, key: str) -> Path | None:
+        """A read-only local file holding the object, when the backend has one (else None: stream it)."""
+        return None
+
 
 # ---- configuration and choosing a backend ------------------------------------------------------
 

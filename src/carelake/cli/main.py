@@ -233,10 +233,16 @@ def bronze_replay(
     since: Annotated[str, typer.Option(help="First day, YYYY-MM-DD (UTC)")],
     until: Annotated[str | None, typer.Option(help="Last day, YYYY-MM-DD (default: since)")] = None,
 ) -> None:
-    """Re-publish a source's archived messages from Bronze to bronze.raw.v1, in arrival order, marked replayed."""
+    """Re-publish a source's Bronze messages (and re-announce its stored files), marked replayed.
+
+    Messages go straight to bronze.raw.v1 in arrival order; files go to bronze.files.v1, where the
+    running gateway's splitter emits their records again.
+    """
     from datetime import date as _date
 
-    from carelake_ingest_gateway.replay import replay
+    from carelake_ingest_gateway.filesplit import FileBoard, FileTaker
+    from carelake_ingest_gateway.intake import RAW_TOPIC
+    from carelake_ingest_gateway.replay import replay, replay_files
 
     from carelake.bronze.store import open_store
     from carelake.topics import load_catalog
@@ -248,11 +254,16 @@ def bronze_replay(
         raise typer.Exit(2) from None
     s = settings()
     try:
-        result = replay(open_store(s), s.bootstrap, load_catalog(s.topic_catalog, s.topic_prefix), source, first, last)
+        store, catalog = open_store(s), load_catalog(s.topic_catalog, s.topic_prefix)
+        result = replay(store, s.bootstrap, catalog, source, first, last)
+        taker = FileTaker(store, s.bootstrap, catalog, FileBoard(s.redis, catalog.physical(RAW_TOPIC)))
+        files = replay_files(store, taker, source, first, last)
+        taker.close()
     except CarelakeError as exc:
         _fail(exc)
     out.print(f"replayed {result.envelopes:,} envelopes from {result.segments} segments "
-              f"({result.duplicates_skipped:,} overlapping copies skipped)")
+              f"({result.duplicates_skipped:,} overlapping copies skipped); re-announced {files} files "
+              "(the gateway's splitter emits their records)")
 
 
 @simulate_app.callback()
