@@ -139,29 +139,94 @@ def _segments(stream: BinaryIO, term: bytes) -> Iterator[tuple[int, bytes]]:
         yield offset + len(rest) - len(rest.lstrip(b"\r\n")), body
 
 
+CONTROL_TAGS = (b"ISA", b"IEA", b"GS", b"GE", b"ST", b"SE")
+FAST_BLOCK = 8 << 20
+Event = tuple[int, int, bytes | None, list[bytes] | None]  # (segment index, byte offset, tag, elements)
+
+
+class _Doubt(Exception):
+    """The fast scan cannot vouch for the file; the segment-by-segment check decides (and explains)."""
+
+
 def check_x12(stream: BinaryIO) -> tuple[bytes, bytes]:
     """Check every interchange's envelope; returns (element separator, segment terminator).
 
     ISA 106 characters; GS..GE and ST..SE nested and closed; SE01 = segments from ST to SE;
     GE01 = transaction sets; IEA01 = groups; control numbers match (SE02/ST02, GE02/GS06, IEA02/ISA13).
+
+    A fast scan finds only the envelope segments (a regex over large blocks, segment counts by
+    counting terminators: ~5x the speed of a Python loop over every segment) and vouches for a
+    sound file; anything it finds wrong or unusual (empty segments, a missing terminator) is
+    checked again segment by segment, which names the segment, its byte offset and the fault.
     """
     start = stream.tell()
     sep, term = read_isa(stream.read(ISA_LENGTH))
     stream.seek(start)
-    isa = gs = st = None  # the open envelopes: (offset, control number, children counted / segment index)
-    done_at = None
+    try:
+        _walk_envelopes(_fast_events(stream, sep, term), sep, term, stream)
+    except (_Doubt, X12EnvelopeError):
+        stream.seek(start)
+        _walk_envelopes(_slow_events(stream, sep, term), sep, term, stream)
+    stream.seek(start)
+    return sep, term
+
+
+def _slow_events(stream: BinaryIO, sep: bytes, term: bytes) -> Iterator[Event]:
+    """Every segment; only envelope segments carry their elements."""
     for index, (offset, seg) in enumerate(_segments(stream, term)):
         tag = seg[:4].split(sep, 1)[0]
-        if tag not in (b"ISA", b"IEA", b"GS", b"GE", b"ST", b"SE"):
+        yield index, offset, tag, (seg.split(sep) if tag in CONTROL_TAGS else None)
+
+
+def _fast_events(stream: BinaryIO, sep: bytes, term: bytes) -> Iterator[Event]:
+    """Envelope segments only, plus one body event per run of other segments; raises _Doubt if unsure."""
+    t, e = re.escape(term), re.escape(sep)
+    control = re.compile(t + rb"[\r\n]*((?:ISA|IEA|GS|GE|ST|SE)" + e + rb"[^" + t + rb"]*)")
+    empty = re.compile(t + rb"[\r\n]*" + t)
+    base_index = base_offset = 0
+    last_index = -1  # segment index of the last envelope segment yielded
+    carry = b""
+    while True:
+        block = stream.read(FAST_BLOCK)
+        data = carry + block
+        cut = data.rfind(term) + 1 if block else len(data)  # whole segments only, until the end
+        chunk, carry = data[:cut], data[cut:]
+        if len(carry) > MAX_SEGMENT or (base_offset and re.match(rb"[\r\n]*" + t, chunk)) or empty.search(chunk):
+            raise _Doubt
+        # Segment i starts after the i-th terminator; a chunk starts at a segment start.
+        scan = term + chunk  # a virtual terminator before the chunk: every segment follows one
+        counted, at = base_index - 1, 0
+        for m in control.finditer(scan):
+            counted += scan.count(term, at, m.start() + 1)
+            at = m.start() + 1
+            if counted > last_index + 1:
+                yield counted - 1, -1, None, None  # other segments between envelope segments
+            seg = m.group(1)
+            yield counted, base_offset + m.start(1) - 1, seg[:4].split(sep, 1)[0], seg.split(sep)
+            last_index = counted
+        segments_here = chunk.count(term)
+        base_index += segments_here
+        base_offset += len(chunk)
+        if not block:
+            if chunk[chunk.rfind(term) + 1:].strip() or base_index - 1 > last_index:
+                raise _Doubt  # something after the last envelope segment, or an unterminated tail
+            return
+
+
+def _walk_envelopes(events: Iterator[Event], sep: bytes, term: bytes, stream: BinaryIO) -> None:
+    isa = gs = st = None  # the open envelopes: (offset, control number, children counted / segment index)
+    done_at = None
+    for index, offset, tag, el in events:
+        if el is None:
             if st is None:
-                raise X12EnvelopeError(tag.decode("latin-1"), offset, "segment outside a transaction set (ST..SE)")
+                raise X12EnvelopeError((tag or b"").decode("latin-1") or "segment", offset,
+                                       "segment outside a transaction set (ST..SE)")
             continue
-        el = seg.split(sep)
         if tag == b"ISA":
             if isa is not None:
                 raise X12EnvelopeError("ISA", offset, f"interchange {isa[1]} is not closed by an IEA before this ISA")
             if done_at is not None:
-                read_isa(seg + term)
+                read_isa(sep.join(el) + term)
             isa, done_at = [offset, el[13].decode("latin-1") if len(el) > 13 else "", 0], None
         elif isa is None:
             raise X12EnvelopeError(tag.decode(), offset, "segment after the IEA that closed the interchange")
@@ -199,8 +264,6 @@ def check_x12(stream: BinaryIO) -> tuple[bytes, bytes]:
         open_ += f"group {gs[1]} (GS at byte {gs[0]}) has no GE; " if gs else ""
         raise X12EnvelopeError("IEA", stream.tell(), f"missing: {open_}interchange {isa[1]} is not closed "
                                "(file truncated?)")
-    stream.seek(start)
-    return sep, term
 
 
 def _el(elements: list[bytes], n: int) -> str:

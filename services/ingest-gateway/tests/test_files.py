@@ -170,3 +170,77 @@ def test_detect_format():
     for garbage in (b"\x00\x01garbage", b"\x89PNG,\x00\x1a\n"):
         with pytest.raises(files.FileFormatError, match="not an X12 interchange"):
             files.detect_format(garbage)
+
+
+# ---- the fast envelope scan decides exactly as the segment-by-segment check ---------------------
+
+
+def _slow_verdict(data: bytes) -> str:
+    from carelake_ingest_gateway.files import X12EnvelopeError, _slow_events, _walk_envelopes, read_isa
+
+    stream = io.BytesIO(data)
+    try:
+        sep, term = read_isa(data[:106])
+        _walk_envelopes(_slow_events(stream, sep, term), sep, term, stream)
+    except X12EnvelopeError as exc:
+        return str(exc)
+    return "ok"
+
+
+def _verdict(data: bytes, block: int) -> str:
+    import carelake_ingest_gateway.files as files_module
+
+    saved, files_module.FAST_BLOCK = files_module.FAST_BLOCK, block
+    try:
+        files.check_x12(io.BytesIO(data))
+    except files.X12EnvelopeError as exc:
+        return str(exc)
+    finally:
+        files_module.FAST_BLOCK = saved
+    return "ok"
+
+
+def test_fast_envelope_scan_agrees_with_the_full_check_on_mutated_files() -> None:
+    import random
+
+    sim = simulate(SimConfig(patients=400, seed=3))
+    originals = [f.payload for f in sim.files if f.kind in ("837P", "837I", "835")]
+    for data in originals:  # the fast scan vouches for sound files by itself (no fallback)
+        for block in (64, 1 << 20):
+            saved, files.FAST_BLOCK = files.FAST_BLOCK, block
+            try:
+                sep, term = files.read_isa(data[:106])
+                files._walk_envelopes(files._fast_events(io.BytesIO(data), sep, term), sep, term, io.BytesIO())
+            finally:
+                files.FAST_BLOCK = saved
+    rng = random.Random(11)
+    cases = 0
+    for data in originals:
+        segments = data.split(b"~")
+        for _ in range(40):
+            cut = list(segments)
+            i = rng.randrange(1, len(cut) - 1)
+            kind = rng.choice(["drop", "dup", "empty", "crlf", "se01", "truncate", "junk_tail", "none"])
+            if kind == "drop":
+                del cut[i]
+            elif kind == "dup":
+                cut.insert(i, cut[i])
+            elif kind == "empty":
+                cut.insert(i, b"")
+            elif kind == "crlf":
+                cut[i] = b"\r\n" + cut[i]
+            elif kind == "se01":
+                j = next((k for k, s in enumerate(cut) if s.startswith(b"SE*")), None)
+                if j is not None:
+                    parts = cut[j].split(b"*")
+                    parts[1] = str(int(parts[1]) + rng.choice([-1, 1])).encode()
+                    cut[j] = b"*".join(parts)
+            mutated = b"~".join(cut)
+            if kind == "truncate":
+                mutated = mutated[:rng.randrange(200, len(mutated))]
+            elif kind == "junk_tail":
+                mutated += b"NM1*XX*1~"
+            for block in (64, 1000, 1 << 20):  # block edges fall inside and between segments
+                assert _verdict(mutated, block) == _slow_verdict(mutated), (kind, block)
+            cases += 1
+    assert cases >= 120
