@@ -581,9 +581,9 @@ def replay_mllp(items: Iterable[Item], host: str, port: int, pace: Pace = Pace()
 
 class _HttpLane(_Lane):
     def __init__(self, index: int, tally: _Tally, cancel: threading.Event,
-                 conn: http.client.HTTPConnection, prefix: str) -> None:
+                 conn: http.client.HTTPConnection, prefix: str, api_keys: dict[str, str] | None = None) -> None:
         super().__init__(index, tally, cancel)
-        self.conn, self.prefix = conn, prefix
+        self.conn, self.prefix, self.api_keys = conn, prefix, api_keys or {}
 
     def close(self) -> None:
         self.conn.close()
@@ -599,6 +599,8 @@ class _HttpLane(_Lane):
             headers = {"Content-Type": item.content_type, "X-File-Name": item.name,
                        "X-Sent-Time": _iso(item.sent_time)}
         headers["Content-Length"] = str(len(item.payload))
+        if item.source in self.api_keys:
+            headers["Authorization"] = f"Bearer {self.api_keys[item.source]}"
         failure: Exception | None = None
         for attempt in range(2):  # a kept-alive connection may have been closed under us: resend once
             try:
@@ -619,11 +621,13 @@ class _HttpLane(_Lane):
 
 
 def replay_http(items: Iterable[Item], base_url: str, pace: Pace = Pace(), total: int | None = None,
-                progress: bool = True, workers: int = 4, timeout_s: float = 60) -> ReplayStats:
+                progress: bool = True, workers: int = 4, timeout_s: float = 60,
+                api_keys: dict[str, str] | None = None) -> ReplayStats:
     """POST messages to ``{base_url}/v1/messages/{source}`` and files to ``{base_url}/v1/files/{source}``.
 
     Outcomes are the status codes ("201", "400", ...); 2xx counts as sent. A patient's messages go
-    through one worker (stable hash of the key) so they arrive in order.
+    through one worker (stable hash of the key) so they arrive in order. ``api_keys`` (source ->
+    key) are sent as ``Authorization: Bearer``.
     """
     if workers < 1:
         raise ValueError("workers must be at least 1")
@@ -645,7 +649,7 @@ def replay_http(items: Iterable[Item], base_url: str, pace: Pace = Pace(), total
 
     with _Progress(progress, total, "http") as bar:
         tally, cancel = _Tally(bar), threading.Event()
-        lanes: list[_Lane] = [_HttpLane(i, tally, cancel, conn, prefix) for i, conn in enumerate(conns)]
+        lanes: list[_Lane] = [_HttpLane(i, tally, cancel, conn, prefix, api_keys) for i, conn in enumerate(conns)]
         started = time.perf_counter()
         _run_lanes(items, lanes, pace, tally, lambda item: None, cancel)
         return tally.stats(time.perf_counter() - started)

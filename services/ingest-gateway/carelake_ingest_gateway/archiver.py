@@ -48,16 +48,21 @@ def segment_key(source: str, day: datetime, partition: int, first: int, last: in
     return f"{source}/{day:%Y/%m/%d}/segments/p{partition:03d}-{first:012d}-{last:012d}.seg"
 
 
+def streamed(env: dict) -> bool:
+    """A streamed message (its bytes only on the topic), not a record of a file stored whole."""
+    return env.get("payload") is not None and env["bronze_key"].endswith("/segments/")
+
+
 def build_segments(records: Sequence[Record]) -> list[tuple[str, bytes, bytes]]:
     """Pure: group envelopes into (segment key, segment bytes, index CSV bytes).
 
-    Envelopes whose bytes already live in Bronze (records of a stored file: payload referenced,
-    not inline) are not copied again.
+    Envelopes whose bytes already live in Bronze (records of a stored file, whether their payload
+    is inline or referenced) are not copied again.
     """
     groups: dict[tuple[str, str, int], list[Record]] = defaultdict(list)
     for r in records:
         env = r.value
-        if env.get("payload") is None:
+        if not streamed(env):
             continue
         when = env["received_at"].astimezone(UTC)
         groups[(env["source"], f"{when:%Y-%m-%d}", r.partition)].append(r)
@@ -86,7 +91,7 @@ def first_copies(records: Sequence[Record]) -> tuple[list[Record], list[Record]]
     seen: set[tuple[str, str]] = set()
     keep, again = [], []
     for r in records:
-        if r.value.get("payload") is None:
+        if not streamed(r.value):
             continue  # a record of a stored file: its bytes are in Bronze already
         ident = (r.value["source"], r.value["id"])
         (again if ident in seen else keep).append(r)

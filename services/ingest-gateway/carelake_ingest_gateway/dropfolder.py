@@ -9,9 +9,10 @@ Layout, per known source (the folders are created at start)::
 
 A file is offered to ``take`` only when it is complete: names starting with "." or ending in
 ``.part``, ``.tmp`` or ``.filepart`` are uploads in progress (SFTP clients and servers write under
-such a name and rename when done), and any other file must show the same size, mtime and inode on
-two consecutive scans, so a writer still appending is left alone. A writer that pauses longer than
-a poll interval can still be taken early; senders that rename when done never are.
+such a name and rename when done), an empty file is one whose writer has not started, and any
+other file must show the same size, mtime and inode on two consecutive scans, so a writer still
+appending is left alone. A writer that pauses longer than a poll interval can still be taken early;
+senders that rename when done never are.
 
 Scanning is polling with ``os.scandir``, deliberately not inotify: inotify sees nothing written on
 another host, so it misses uploads into NFS / SMB / SFTP-server-backed volumes, which is where drop
@@ -196,6 +197,8 @@ def _candidates(folder: Path) -> list[tuple[str, _Stamp]]:
                     continue
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:  # renamed or removed since the directory read
+                continue
+            if st.st_size == 0:  # created, not written yet (or useless): never taken as it is
                 continue
             out.append((name, (st.st_size, st.st_mtime_ns, st.st_ino)))
     return out

@@ -108,13 +108,14 @@ class MllpServer:
     def __init__(self, intake: Intake, source_for: SourceFor, host: str = "127.0.0.1", port: int = 2575, *,
                  max_frame: int = 4 * 1024 * 1024, enhanced: bool = False, idle_timeout_s: float = 300,
                  ssl_context: ssl.SSLContext | None = None, ack_timeout_s: float = 30.0,
-                 read_size: int = 64 * 1024, store: BronzeStore | None = None) -> None:
+                 read_size: int = 64 * 1024, store: BronzeStore | None = None, reuse_port: bool = False) -> None:
         self.intake, self.source_for, self.store = intake, source_for, store
         self.host, self._port = host, port
         # A frame the intake would refuse anyway is discarded while it arrives, not buffered first.
         self.max_frame = min(max_frame, getattr(intake, "max_message", max_frame))
         self.enhanced, self.idle_timeout_s = enhanced, idle_timeout_s
         self.ssl_context, self.ack_timeout_s, self.read_size = ssl_context, ack_timeout_s, read_size
+        self.reuse_port = reuse_port  # several worker processes share the port; the kernel spreads connections
         self._id_prefix, self._ids = uuid.uuid4().hex[:10], itertools.count(1)  # ACK MSH-10: 20 chars
         self._metrics: dict[tuple[str, str], tuple] = {}
         self._server: asyncio.Server | None = None
@@ -139,7 +140,7 @@ class MllpServer:
             raise RuntimeError("MLLP listener already started")
         self._stopping = False
         self._server = await asyncio.start_server(self._serve, self.host, self._port, ssl=self.ssl_context,
-                                                  limit=self.read_size)
+                                                  limit=self.read_size, reuse_port=self.reuse_port or None)
         self._port = self.port
         self._port_label = str(self._port)
         log.info("mllp listening", extra={"host": self.host, "port": self._port, "tls": self.ssl_context is not None,

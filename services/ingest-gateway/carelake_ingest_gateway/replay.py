@@ -123,3 +123,9 @@ def replay_files(store: BronzeStore, taker: FileTaker, source: str, since: date,
                        meta.get("content_type"), info.created, {"file_name": meta.get("file_name", ""),
                                                                 "transport": "replay"}, replayed=True)
     return len(infos)
+
+
+def archived_digests(store: BronzeStore, source: str, since: date, until: date | None = None) -> set[str]:
+    """SHA-256 of every message the segments hold for ``source`` on [since, until] (an audit's view)."""
+    indexes, _ = bronze_envelopes(store, source, since, until)
+    return {row["sha256"] for rows in indexes.values() for row in rows}

@@ -12,6 +12,7 @@ import logging
 import math
 import ssl
 import threading
+from pathlib import Path
 from typing import Any
 
 from carelake.bronze.store import open_store
@@ -21,8 +22,9 @@ from carelake.services import runner_for
 from carelake.topics import load_catalog
 from carelake_ingest_gateway.archiver import build_archiver
 from carelake_ingest_gateway.capture import build_capture
+from carelake_ingest_gateway.dropfolder import DropFolder
 from carelake_ingest_gateway.filesplit import FileBoard, FileTaker, Splitter
-from carelake_ingest_gateway.http_api import create_app, make_server
+from carelake_ingest_gateway.http_api import create_app, make_server, safe_name
 from carelake_ingest_gateway.intake import RAW_TOPIC, SOURCES, Intake
 from carelake_ingest_gateway.ledger import Ledger
 from carelake_ingest_gateway.mllp import MllpServer
@@ -98,6 +100,7 @@ class Gateway:
         board = FileBoard(settings.redis, catalog.physical(RAW_TOPIC))
         self.taker = FileTaker(self.store, settings.bootstrap, catalog, board)
         self.splitter = Splitter(self.store, settings.bootstrap, catalog, board)
+        self.drop = DropFolder(settings.drop, self._take_dropped, settings.drop_poll_s)
         keys = parse_pairs(settings.api_key_hashes.get_secret_value(), "CARELAKE_API_KEY_HASHES")
         self.http = make_server(create_app(self.intake, self.store, self.taker, api_keys=keys,
                                            rate_limits=rate_limits),
@@ -110,7 +113,7 @@ class Gateway:
 
     def run(self) -> None:
         targets = {"capture": self.capture.run, "archiver": self.archiver.run, "splitter": self.splitter.run,
-                   "http": self.http.run, "mllp": self._run_mllp}
+                   "http": self.http.run, "mllp": self._run_mllp, "drop": self.drop.run}
         self._threads = [threading.Thread(target=t, name=n, daemon=True) for n, t in targets.items()]
         for thread in self._threads:
             thread.start()
@@ -142,7 +145,8 @@ class Gateway:
         if self._mllp_loop is not None and self._mllp_stop is not None:
             self._mllp_loop.call_soon_threadsafe(self._mllp_stop.set)
         self.http.should_exit = True
-        for name in ("mllp", "http"):
+        self.drop.stop()
+        for name in ("mllp", "http", "drop"):
             next(t for t in self._threads if t.name == name).join(35)
         self.intake.close()
         self.taker.close()
@@ -152,6 +156,10 @@ class Gateway:
         for thread in self._threads:
             thread.join(35)
         log.info("gateway stopped")
+
+    def _take_dropped(self, source: str, path: Path, name: str) -> object:
+        """A file complete in the drop folder: the same taking as an HTTP upload (safe name for the key)."""
+        return self.taker.take(source, path, safe_name(name), None, transport="drop_folder")
 
     def stop(self, *_: object) -> None:
         self._stop.set()

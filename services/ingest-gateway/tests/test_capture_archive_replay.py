@@ -99,6 +99,9 @@ def test_segments_are_named_by_offsets_and_skip_file_records() -> None:
 
     records = [Record(env(i, b"MSH|%d" % i), partition=2, offset=100 + i) for i in range(3)]
     records.append(Record(env(9, None), partition=2, offset=103))  # a file record: bytes already in Bronze
+    inline = env(10, b"RX1,P1")  # a small file record travels inline, but its file is in Bronze too
+    inline["bronze_key"] = "pharmacy/2026/01/15/files/abc-rx.csv"
+    records.append(Record(inline, partition=2, offset=104))
     [(key, data, index)] = build_segments(records)
     assert key == "lab/2026/01/15/segments/p002-000000000100-000000000102.seg"
     assert data == b"MSH|0MSH|1MSH|2"

@@ -151,6 +151,17 @@ def test_a_growing_file_is_not_taken_until_it_stops_changing(root: Path, drop: D
     assert taker.calls == [("lab", "results.ndjson", b"".join(lines))]
 
 
+def test_an_empty_file_waits_for_its_bytes(root: Path, drop: DropFolder, taker: Taker) -> None:
+    path = root / "billing" / "charges.csv"
+    path.touch()  # an uploader that creates the final name first and writes later
+    for _ in range(3):
+        assert drop.poll_once() == 0
+    path.write_bytes(CSV)
+    drop.poll_once()
+    assert drop.poll_once() == 1
+    assert taker.calls == [("billing", "charges.csv", CSV)]
+
+
 def test_a_refused_file_is_rejected_with_its_reason_and_moving_it_back_offers_it_again(
         root: Path, drop: DropFolder, taker: Taker, store: BronzeStore) -> None:
     rejected = sample("pharmacy", "rejected")

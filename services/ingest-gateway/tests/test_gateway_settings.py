@@ -79,9 +79,9 @@ def cert(tmp_path: Path) -> tuple[Path, Path]:
     return self_signed(tmp_path)
 
 
-def mllp_roundtrip(port: int, payload: bytes, cafile: Path | None) -> bytes:
+def mllp_roundtrip(port: int, payload: bytes, cafile: Path | None, timeout_s: float = 15) -> bytes:
     """One framed message over TLS (or plain TCP without ``cafile``); the ACK between the blocks."""
-    sock = socket.create_connection((HOST, port), timeout=15)
+    sock = socket.create_connection((HOST, port), timeout=timeout_s)
     if cafile is not None:
         sock = ssl.create_default_context(cafile=str(cafile)).wrap_socket(sock, server_hostname="localhost")
     with sock:
@@ -265,8 +265,11 @@ def test_gateway_process_serves_tls_on_mllp_and_http(stack: Settings, catalog: C
             except OSError:
                 pass
             time.sleep(0.3)
-        assert msa_code(mllp_roundtrip(mllp, hl7(f"P{unique}"), cafile=cert[0])) == "AA"
-        assert https(http_port, cert[0], "/v1/messages/lab", hl7(f"Q{unique}"))[0] == 401
+        try:
+            assert msa_code(mllp_roundtrip(mllp, hl7(f"P{unique}"), cafile=cert[0], timeout_s=60)) == "AA"
+            assert https(http_port, cert[0], "/v1/messages/lab", hl7(f"Q{unique}"))[0] == 401
+        except (AssertionError, OSError) as exc:
+            raise AssertionError(f"{exc!r}; gateway log: {log.read_text()[-3000:]}") from exc
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, log.read_text()[-3000:]
