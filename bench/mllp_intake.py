@@ -1,13 +1,14 @@
 """MLLP intake: HL7 messages/s acknowledged over N concurrent connections, and ACK latency at a set rate.
 
-The gateway side (Intake + MllpServer, one asyncio loop) runs in its own process; the senders run
-in this one, one asyncio task per connection, each in HL7 original mode (send a frame, wait for
-its ACK, send the next). Messages are the simulator's HL7 v2 feeds (EHR, lab, scheduling,
-billing; none planted as malformed), each sent with a fresh MSH-10 so the Redis re-delivery check
-never short-circuits one. Every AA means acks=all on a fresh uuid-named bronze.raw.v1, dropped
-afterwards. Latency is measured by the sender: frame written -> ACK read.
+The gateway side (Intake + MllpServer, one asyncio loop per process; ``--workers N`` processes
+share the port with SO_REUSEPORT, as CARELAKE_MLLP_WORKERS does) runs apart from the senders,
+which run in this process, one asyncio task per connection, each in HL7 original mode (send a
+frame, wait for its ACK, send the next). Messages are the simulator's HL7 v2 feeds (EHR, lab,
+scheduling, billing; none planted as malformed), each sent with a fresh MSH-10. Every AA means
+acks=all on a fresh uuid-named bronze.raw.v1, dropped afterwards. Latency is measured by the
+sender: frame written -> ACK read.
 
-    .venv/bin/python bench/mllp_intake.py [--connections 20] [--seconds 10] [--rate 1000] [--linger-ms 2]
+    .venv/bin/python bench/mllp_intake.py [--workers 2] [--connections 20] [--seconds 10] [--rate 1000]
 """
 
 from __future__ import annotations
@@ -35,21 +36,22 @@ def cpu_seconds(pid: int) -> float:
 # ---- the gateway process -----------------------------------------------------------------------------
 
 
-def serve(catalog_prefix: str, routes: dict[str, str], linger_ms: float, ports: mp.Queue, done: mp.Event,
-          profile: str | None = None, dedup: bool = True) -> None:
+def serve(catalog_prefix: str, routes: dict[str, str], linger_ms: float, port: int, ports: mp.Queue,
+          done: mp.Event, profile: str | None = None) -> None:
+    from carelake_ingest_gateway.intake import Intake
+    from carelake_ingest_gateway.mllp import MllpServer, run_loop
+
     from carelake.config import settings
     from carelake.logs import configure_logging
     from carelake.topics import load_catalog
-    from carelake_ingest_gateway.intake import Intake
-    from carelake_ingest_gateway.mllp import MllpServer
 
     configure_logging("WARNING", "ingest-gateway")
     s = settings()
     catalog = load_catalog(s.topic_catalog, catalog_prefix)
-    intake = Intake(s.bootstrap, catalog, s.redis if dedup else None, producer_config={"linger.ms": linger_ms})
+    intake = Intake(s.bootstrap, catalog, s.redis, producer_config={"linger.ms": linger_ms})
 
     async def main() -> None:
-        server = MllpServer(intake, lambda msh: routes.get(msh.sending_app), "127.0.0.1", 0)
+        server = MllpServer(intake, lambda msh: routes.get(msh.sending_app), "127.0.0.1", port, reuse_port=True)
         await server.start()
         ports.put(server.port)
         while not done.is_set():
@@ -64,7 +66,7 @@ def serve(catalog_prefix: str, routes: dict[str, str], linger_ms: float, ports: 
         profiler.enable()
     cpu0 = time.process_time()
     try:
-        asyncio.run(main())
+        run_loop(main())
     finally:
         intake.close()
         print(json.dumps({"gateway_cpu_s": round(time.process_time() - cpu0, 2)}), file=sys.stderr)
@@ -162,9 +164,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per phase")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each phase")
     parser.add_argument("--rate", type=float, default=1000.0, help="total msg/s of the latency phase")
-    parser.add_argument("--linger-ms", type=float, default=2.0, help="the intake producer's linger.ms")
-    parser.add_argument("--profile", help="write a cProfile of the gateway process here")
-    parser.add_argument("--no-dedup", action="store_true", help="Intake without Redis (no re-delivery check)")
+    parser.add_argument("--linger-ms", type=float, default=0.0, help="the intake producer's linger.ms")
+    parser.add_argument("--workers", type=int, default=1, help="gateway processes sharing the port")
+    parser.add_argument("--profile", help="write a cProfile of the (first) gateway process here")
     args = parser.parse_args()
 
     from carelake.config import settings
@@ -181,13 +183,18 @@ def main() -> None:
     msgs, routes = templates()
     ctx = mp.get_context("spawn")
     ports, done = ctx.Queue(), ctx.Event()
-    gateway = ctx.Process(target=serve, args=(prefix, routes, args.linger_ms, ports, done, args.profile,
-                                                              not args.no_dedup), name="gateway")
-    gateway.start()
+    gateways = [ctx.Process(target=serve, args=(prefix, routes, args.linger_ms, 0, ports, done, args.profile),
+                            name="gateway-0")]
+    gateways[0].start()
     try:
         port = ports.get(timeout=60)
+        for i in range(1, args.workers):
+            gateways.append(ctx.Process(target=serve, args=(prefix, routes, args.linger_ms, port, ports, done),
+                                        name=f"gateway-{i}"))
+            gateways[-1].start()
+            ports.get(timeout=60)
         run = prefix.rstrip(".")
-        pids = {p.name: p.pid for p in parts if p.pid} | {"gateway": gateway.pid, "senders": os.getpid()}
+        pids = {p.name: p.pid for p in parts if p.pid} | {g.name: g.pid for g in gateways} | {"senders": os.getpid()}
         throughput = asyncio.run(phase(port, msgs, args.connections, args.seconds, None, args.warmup, run, pids))
         print(json.dumps({"phase": "throughput", **throughput}), file=sys.stderr)
         latency = asyncio.run(phase(port, msgs, args.connections, args.seconds, args.rate, args.warmup, run,
@@ -199,11 +206,12 @@ def main() -> None:
             raise SystemExit(f"topic holds {on_topic} envelopes, senders got {sent} AAs")
     finally:
         done.set()
-        gateway.join(60)
+        for gateway in gateways:
+            gateway.join(60)
         drop(s.bootstrap, catalog)
     print(json.dumps({
         "bench": "mllp_intake", "connections": args.connections, "linger_ms": args.linger_ms,
-        "dedup": not args.no_dedup,
+        "workers": args.workers,
         "messages": len(msgs), "throughput_msg_s": throughput["rate"], "throughput_p99_ms": throughput["p99_ms"],
         "latency_target_rate": args.rate, "latency_achieved_rate": latency["rate"],
         "latency_p50_ms": latency["p50_ms"], "latency_p99_ms": latency["p99_ms"], "on_topic": on_topic,

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     mllp_host: str = Field("127.0.0.1", description="Address the gateway's MLLP listeners bind (0.0.0.0 in a pod).")
     mllp_ports: str = Field("ehr=2575,lab=2576,public_health=2577,scheduling=2578,billing=2579",
                             description="One MLLP listener per source: source=port, comma-separated.")
+    mllp_workers: int = Field(1, ge=1, le=64, description="Processes serving the MLLP ports together "
+                              "(SO_REUSEPORT); 1 = inside the gateway process. Workers' /metrics are on the "
+                              "metrics port + 1 + worker index.")
     http_host: str = Field("127.0.0.1", description="Address the gateway's HTTP API binds.")
     http_port: int = Field(8080, description="Port of the gateway's HTTP API.")
     api_key_hashes: SecretStr = Field(SecretStr(""), description="HTTP API keys, hashed: source=sha256hex, comma-separated.")

@@ -19,11 +19,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
-
-import logging
 
 from prometheus_client import Counter
 

@@ -26,7 +26,7 @@ from carelake.errors import CarelakeError
 from carelake.serde import SchemaRegistry
 from carelake.topics import Catalog
 from carelake_ingest_gateway.ledger import Ledger
-from carelake_ingest_gateway.sniff import Sniffed, sniff
+from carelake_ingest_gateway.sniff import Msh, Sniffed, sniff
 
 log = logging.getLogger("carelake.ingest")
 
@@ -117,7 +117,7 @@ class Intake:
 
     # ---- the door --------------------------------------------------------------------------
 
-    def check(self, source: str, payload: bytes, content_type: str | None) -> Sniffed:
+    def check(self, source: str, payload: bytes, content_type: str | None, msh: Msh | None = None) -> Sniffed:
         """Validate without side effects; raises IntakeError with the answer the sender gets."""
         if source not in SOURCES:
             raise IntakeError(f"unknown source {source!r}; known: {', '.join(SOURCES)}", code="unknown_source",
@@ -127,7 +127,7 @@ class Intake:
                               code="too_large", http_status=413)
         if not payload.strip():
             raise IntakeError("empty message", code="empty", http_status=400)
-        sniffed = sniff(source, payload, content_type)
+        sniffed = sniff(source, payload, content_type, msh)
         if sniffed.problem:
             raise IntakeError(sniffed.problem, code=f"bad_{sniffed.format}", http_status=422)
         return sniffed
@@ -147,7 +147,7 @@ class Intake:
 
     def start(self, source: str, payload: bytes, *, transport: str, content_type: str | None = None,
               envelope_fields: dict | None = None, sniffed: Sniffed | None = None,
-              recheck: bool = False) -> Future[Accepted]:
+              recheck: bool = False, msh: Msh | None = None) -> Future[Accepted]:
         """Validate, then admit on the intake thread; the future resolves when the broker acknowledges.
 
         ``recheck``: first look the raw id up in the ledger; a message Bronze already holds resolves
@@ -159,7 +159,7 @@ class Intake:
         done: Future[Accepted] = Future()
         try:
             if sniffed is None:
-                sniffed = self.check(source, payload, content_type)
+                sniffed = self.check(source, payload, content_type, msh)
             elif source not in SOURCES:
                 raise IntakeError(f"unknown source {source!r}", code="unknown_source", http_status=404)
         except IntakeError as exc:

@@ -65,9 +65,10 @@ class GatewayProcess:
         except OSError:
             return False
 
-    def metric(self, name: str, **labels: str) -> float:
-        """Sum of a Prometheus sample from the gateway's /metrics whose labels include ``labels``."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics}/metrics", timeout=5) as r:
+    def metric(self, name: str, port_offset: int = 0, **labels: str) -> float:
+        """Sum of a Prometheus sample whose labels include ``labels``, from the gateway's /metrics
+        (``port_offset`` 1 + i: MLLP worker i's)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics + port_offset}/metrics", timeout=5) as r:
             text = r.read().decode()
         total = 0.0
         for line in text.splitlines():

@@ -29,10 +29,12 @@ import re
 import ssl
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+import uvloop
 from prometheus_client import Counter, Gauge, Histogram
 
 from carelake.bronze.store import BronzeStore, bronze_key
@@ -289,7 +291,7 @@ class MllpServer:
             code, answer = self._reply(msh, "AR", reason, APPLICATION_INTERNAL_ERROR)
             return UNKNOWN, code, answer
         try:
-            await self._submit(source, payload)
+            await self._submit(source, payload, msh)
         except TimeoutError:
             reason = f"raw topic did not acknowledge within {self.ack_timeout_s:g} s; resend"
             log.error("mllp message not acknowledged in time", extra={"peer": peer, "source": source,
@@ -310,11 +312,10 @@ class MllpServer:
         code, answer = self._reply(msh, "AA")
         return source, code, answer
 
-    async def _submit(self, source: str, payload: bytes) -> Accepted:
+    async def _submit(self, source: str, payload: bytes, msh: Msh | None = None) -> Accepted:
         """``Intake.submit_async``, made safe to time out or cancel; raises TimeoutError after ack_timeout_s."""
-        # Intake.start runs on the loop although it blocks on a Redis round trip (the re-delivery
-        # check): moving it to a thread pool was measured slower (GIL hand-offs; bench/mllp_intake.py).
-        started = self.intake.start(source, payload, transport="mllp", content_type=HL7_CONTENT_TYPE)
+        # Intake.start only validates and queues (the MSH is not parsed twice); it runs on the loop.
+        started = self.intake.start(source, payload, transport="mllp", content_type=HL7_CONTENT_TYPE, msh=msh)
         # Shielded: cancelling the wrapped future would cancel the intake's concurrent future, and the
         # producer's delivery callback then fails on it (it kills Intake's poller thread).
         durable = asyncio.wrap_future(started)
@@ -365,6 +366,13 @@ class MllpServer:
         if isinstance(self.source_for, str):
             return self.source_for
         return (self._source(msh) if msh is not None else None) or UNKNOWN
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the listeners' coroutine on uvloop: ~20 % more acknowledged messages per core than the
+    stock asyncio loop (bench/mllp_intake.py: 4,584 against 3,884 msg/s with one process)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def _put_quarantined(store: BronzeStore, source: str, data: bytes, metadata: dict[str, str]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from carelake.bronze.store import open_store
 from carelake.config import Settings
 from carelake.errors import ConfigError
-from carelake.services import runner_for
+from carelake.services import DEFAULT_METRICS_PORTS, runner_for
 from carelake.topics import load_catalog
 from carelake_ingest_gateway.archiver import build_archiver
 from carelake_ingest_gateway.capture import build_capture
@@ -27,7 +27,8 @@ from carelake_ingest_gateway.filesplit import FileBoard, FileTaker, Splitter
 from carelake_ingest_gateway.http_api import create_app, make_server, safe_name
 from carelake_ingest_gateway.intake import RAW_TOPIC, SOURCES, Intake
 from carelake_ingest_gateway.ledger import Ledger
-from carelake_ingest_gateway.mllp import MllpServer
+from carelake_ingest_gateway.mllp import MllpServer, run_loop
+from carelake_ingest_gateway.mllp_workers import MllpWorkers
 
 log = logging.getLogger("carelake.ingest")
 
@@ -110,6 +111,7 @@ class Gateway:
         self._threads: list[threading.Thread] = []
         self._mllp_loop: asyncio.AbstractEventLoop | None = None
         self._mllp_stop: asyncio.Event | None = None
+        self._mllp_ready = threading.Event()  # healthy only once every MLLP port accepts connections
 
     def run(self) -> None:
         targets = {"capture": self.capture.run, "archiver": self.archiver.run, "splitter": self.splitter.run,
@@ -127,6 +129,10 @@ class Gateway:
         self._shutdown()
 
     def _run_mllp(self) -> None:
+        if self.settings.mllp_workers > 1:
+            self._run_mllp_workers()
+            return
+
         async def main() -> None:
             self._mllp_loop, self._mllp_stop = asyncio.get_running_loop(), asyncio.Event()
             servers = [MllpServer(self.intake, source, self.settings.mllp_host, port, ssl_context=self.ssl_context,
@@ -134,14 +140,29 @@ class Gateway:
                        for source, port in self.mllp_ports.items()]
             for server in servers:
                 await server.start()
+            self._mllp_ready.set()
             await self._mllp_stop.wait()
             for server in servers:  # stop accepting, finish in-flight messages, close
                 await server.stop()
 
-        asyncio.run(main())
+        run_loop(main())
+
+    def _run_mllp_workers(self) -> None:
+        """The MLLP ports served by worker processes; this thread watches them until the gateway stops."""
+        port = self.settings.metrics_port or DEFAULT_METRICS_PORTS.get(self.name, 0)
+        workers = MllpWorkers(self.settings.mllp_workers, port)
+        workers.start()
+        self._mllp_ready.set()
+        log.info("mllp workers listening", extra={"workers": self.settings.mllp_workers, "ports": self.mllp_ports})
+        while not self._stop.wait(0.5):
+            if not workers.alive():
+                log.error("an MLLP worker process died; stopping the gateway")
+                self._stop.set()
+        workers.stop()
 
     def _shutdown(self) -> None:
         # Listeners first (no new input), then the intake (flush), then the consumers.
+        self._stop.set()  # also when a dead part ended the run: the MLLP workers' watcher stops them
         if self._mllp_loop is not None and self._mllp_stop is not None:
             self._mllp_loop.call_soon_threadsafe(self._mllp_stop.set)
         self.http.should_exit = True
@@ -168,8 +189,8 @@ class Gateway:
         parts = {"capture": self.capture.health(), "archiver": self.archiver.health(),
                  "splitter": self.splitter.health()}
         alive = all(t.is_alive() for t in self._threads) if self._threads else False
-        ok = alive and all(p[0] for p in parts.values())
-        return ok, {"service": self.name, "threads_alive": alive,
+        ok = alive and self._mllp_ready.is_set() and all(p[0] for p in parts.values())
+        return ok, {"service": self.name, "threads_alive": alive, "mllp_listening": self._mllp_ready.is_set(),
                     **{name: details for name, (_, details) in parts.items()}}
 
 

@@ -75,11 +75,11 @@ def hl7_patient_id(payload: bytes, source: str, msh: Msh) -> str | None:
     return None
 
 
-def sniff(source: str, payload: bytes, content_type: str | None = None) -> Sniffed:
-    """Decide what ``payload`` is and pull out what the envelope needs."""
+def sniff(source: str, payload: bytes, content_type: str | None = None, msh: Msh | None = None) -> Sniffed:
+    """Decide what ``payload`` is and pull out what the envelope needs (``msh``: already parsed)."""
     stripped = payload.lstrip()
-    if stripped.startswith(b"MSH") or (content_type or "").endswith("hl7-v2+er7"):
-        msh = parse_msh(payload)
+    if msh is not None or stripped.startswith(b"MSH") or (content_type or "").endswith("hl7-v2+er7"):
+        msh = msh or parse_msh(payload)
         if msh is None:
             return Sniffed("hl7v2", problem="unparseable MSH segment")
         if not msh.control_id:

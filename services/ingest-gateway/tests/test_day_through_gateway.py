@@ -37,7 +37,9 @@ def test_a_day_through_every_protocol_is_complete_in_bronze(stack: Settings, cat
     create_topics(catalog, stack.bootstrap)
     day = tmp_path / "day"
     simulate_run(SimConfig(patients=300, seed=4, device_share=0.05), day)
-    gateway = GatewayProcess(catalog.prefix, tmp_path / "gateway", extra_env={"CARELAKE_DROP_POLL_S": "0.2"})
+    # Two MLLP worker processes share the ports (SO_REUSEPORT), as on a host with cores to spare.
+    gateway = GatewayProcess(catalog.prefix, tmp_path / "gateway",
+                             extra_env={"CARELAKE_DROP_POLL_S": "0.2", "CARELAKE_MLLP_WORKERS": "2"})
     gateway.start()
     try:
         delivery = deliver_day(day, mllp_ports=gateway.ports, bootstrap=stack.bootstrap, catalog=catalog,
@@ -79,5 +81,7 @@ def test_a_day_through_every_protocol_is_complete_in_bronze(stack: Settings, cat
         done = {p.name for p in gateway.drop.glob("*/.done/*/*")}
         assert {f.name for f in files} <= done
         assert gateway.metric("carelake_drop_files_total", outcome="taken") == len(files)
+        acks = [gateway.metric("carelake_mllp_acks_total", code="AA", port_offset=i) for i in (1, 2)]
+        assert sum(acks) == acked and all(acks), acks  # both workers answered senders
     finally:
         assert gateway.stop() == 0, gateway.tail()
