@@ -1,0 +1,1 @@
+"""normalizer: raw messages and files to validated FHIR R4 resources."""
