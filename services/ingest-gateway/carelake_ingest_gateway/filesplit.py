@@ -201,7 +201,11 @@ class FileTaker:
                "received_at": received, "bronze_key": key, "sha256": sha256, "byte_offset": 0,
                "byte_length": size, "payload": None, "source_message_id": None, "source_patient_key": None,
                "replayed": replayed, "headers": {"kind": "file", **headers}}
-        self.board.set(key, state="announced", records=0, emitted=0, rejected=0)
+        status_key = f"{key}#replay" if replayed else key
+        if self.board.get(status_key):  # a re-delivery of a file cut short: keep its checkpoint and counts
+            self.board.set(status_key, state="announced")
+        else:
+            self.board.set(status_key, state="announced", records=0, emitted=0, rejected=0)
         failure: list[str] = []
 
         def delivered(err: KafkaError | None, _msg: object) -> None:
