@@ -388,5 +388,79 @@ def simulate_replay(
         raise typer.Exit(1)
 
 
+class _UsageErrorExitsOne(typer.core.TyperCommand):
+    """`carelake convert` keeps exit status 2 for "some parts were rejected": its usage errors exit 1."""
+
+    def parse_args(self, ctx, args):  # noqa: ANN001, ANN201
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as exc:
+            # click's UsageError and BadParameter carry exit_code 2 (typer vendors click, so match
+            # the attribute rather than a class)
+            if getattr(exc, "exit_code", None) == 2:
+                exc.exit_code = 1
+            raise
+
+
+@app.command("convert", cls=_UsageErrorExitsOne)
+def convert(
+    file: Annotated[Path, typer.Argument(help="One message, an HL7 batch (FHS/BHS), an MLLP capture or "
+                                              "a file of messages")],
+    fmt: Annotated[str | None, typer.Option("--format", help="hl7v2 | x12 | csv | json (default: "
+                                                             "detected from the bytes)")] = None,
+    source: Annotated[str, typer.Option(help="The source the feed comes from (ids, patient keys, local "
+                                             "code maps)")] = "ehr",
+    tz: Annotated[str | None, typer.Option(help="IANA zone for times sent without an offset (default: "
+                                                "the normalizer's for the source)")] = None,
+) -> None:
+    """Map a file to FHIR R4 without the stack: resources as JSON lines on stdout, rejected parts on stderr.
+
+    Exit 0 when everything converted, 2 when some parts were rejected (the rest still printed),
+    1 on a usage error.
+    """
+    from rich.markup import escape
+
+    from carelake_normalizer.convert import UsageError, run as convert_run
+
+    try:
+        code = convert_run(file, fmt=fmt, source=source, tz_name=tz, stdout=sys.stdout.buffer,
+                           stderr=sys.stderr.buffer)
+    except UsageError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+terminology_app = typer.Typer(help="The normalizer's code maps.", no_args_is_help=True)
+app.add_typer(terminology_app, name="terminology")
+
+
+@terminology_app.command("load")
+def terminology_load(
+    kind: Annotated[str, typer.Argument(help="rxnorm (RRF release) | loinc (Loinc.csv) | ndc (FDA package.txt)")],
+    path: Annotated[Path, typer.Argument(help="The release file, or a folder holding it")],
+    version: Annotated[str | None, typer.Option(help="The release's version (default: read from the files)")] = None,
+) -> None:
+    """Turn an official terminology release into the normalizer's maps under CARELAKE_HOME/terminology/.
+
+    Processes started afterwards use them; running ones keep the maps they loaded.
+    """
+    import json
+
+    from rich.markup import escape
+
+    from carelake_normalizer.terminology.load import KINDS, terminology_load as load
+
+    if kind not in KINDS:
+        err.print(f"[red]error:[/red] unknown kind {kind!r}; one of {', '.join(KINDS)}", highlight=False)
+        raise typer.Exit(1)
+    try:
+        summary = load(kind, path, settings().home, version)
+    except (OSError, ValueError) as exc:  # a missing file, a file that is not the release named
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
+    print(json.dumps(summary, indent=2))
+
+
 if __name__ == "__main__":
     app()

@@ -245,7 +245,7 @@ class Runner:
                 key = out.key.encode() if isinstance(out.key, str) else out.key
                 staged.messages.append((physical, key, value, out.headers))
             elif isinstance(out, Reject):
-                self._to_dlq(staged, out.record, "process", out.code, out.reason, "Reject")
+                self._to_dlq(staged, out.record, "process", out.code, out.reason, "Reject", out.part)
             elif isinstance(out, Write):
                 staged.writes.append(out.item)
             else:
@@ -270,10 +270,10 @@ class Runner:
         self._to_dlq(prepared, record, stage, code, str(exc) or repr(exc), type(exc).__name__)
 
     def _to_dlq(self, prepared: _Prepared, record: Record, stage: str, code: str, reason: str,
-                error_type: str) -> None:
+                error_type: str, part: str | None = None) -> None:
         value = record.value if isinstance(record.value, dict) else {}
         dlq = {
-            "id": f"{record.topic}:{record.partition}:{record.offset}",
+            "id": f"{record.topic}:{record.partition}:{record.offset}" + (f"#{part}" if part else ""),
             "service": self.service.name, "stage": stage, "reason_code": code[:64],
             "reason": reason[:4000], "error_type": error_type, "source_topic": record.topic,
             "source_partition": record.partition, "source_offset": record.offset,

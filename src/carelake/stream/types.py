@@ -47,6 +47,7 @@ class Reject:
     record: Record
     reason: str
     code: str = "rejected"
+    part: str | None = None  # which part of the input, when one input yields several dead letters
 
 
 @dataclass(frozen=True, slots=True)

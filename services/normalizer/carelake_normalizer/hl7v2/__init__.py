@@ -37,8 +37,13 @@ MAPPERS: dict[tuple[str, str], Mapper] = {
 }
 
 
-def map_hl7v2(payload: bytes, *, source: str, tz: tzinfo, raw_id: str) -> MapResult:
-    """One HL7 v2 message to FHIR resources; MappingError if it cannot be read at all."""
+def map_hl7v2(payload: bytes, *, source: str, tz: tzinfo, raw_id: str,
+              terminology: Callable[[dict], object] | None = None) -> MapResult:
+    """One HL7 v2 message to FHIR resources; MappingError if it cannot be read at all.
+
+    ``terminology`` (the service passes the terminology pass) runs on each resource before its
+    security labels and its validation: labels follow from codes, and added codings are validated.
+    """
     msg = parse_message(payload)
     _check_header(msg)
     trigger = msg.trigger
@@ -62,7 +67,7 @@ def map_hl7v2(payload: bytes, *, source: str, tz: tzinfo, raw_id: str) -> MapRes
     ctx.meta_time("message_time", msg.msh, 7)
     try:
         mapper(msg, ctx)
-        return ctx.finish()
+        return ctx.finish(terminology)
     except MappingError:
         raise
     except Exception as exc:  # a mapping bug must not stop the stream: the message goes to the DLQ

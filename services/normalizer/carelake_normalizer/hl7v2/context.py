@@ -2,14 +2,16 @@
 
 Mappers build plain dicts inside ``with ctx.part(segment, "Type"):`` blocks; a PartError or an
 impossible date inside the block rejects that one resource and the mapping goes on.
-``finish()`` attaches Z-segments, stamps time-zone extensions, meta.source and security
-labels, validates each resource with the FHIR models and counts the fields nobody read.
+``finish()`` attaches Z-segments, stamps time-zone extensions and meta.source, runs the
+terminology pass when given one, then sets security labels (they are read from the codes),
+validates each resource with the FHIR models and counts the fields nobody read.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, tzinfo
 from urllib.parse import quote
 
@@ -179,7 +181,7 @@ class Context:
 
     # ---- the end ----------------------------------------------------------------------------
 
-    def finish(self) -> MapResult:
+    def finish(self, terminology: Callable[[dict], object] | None = None) -> MapResult:
         msg = self.msg
         self._attach_z_segments()
         source_uri = f"urn:carelake:raw:{quote(self.raw_id, safe='')}" if self.raw_id else None
@@ -188,6 +190,8 @@ class Context:
             res = p.resource
             if source_uri:
                 res.setdefault("meta", {})["source"] = source_uri
+            if terminology is not None:
+                terminology(res)  # codes first: the labels are read from them
             labels = security_labels(res)
             bad = validate(res)
             if bad is not None:
