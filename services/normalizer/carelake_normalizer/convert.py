@@ -64,16 +64,30 @@ class Converted:
     outcome: pipeline.Outcome
 
 
-def convert(data: bytes, *, source: str, tz: tzinfo, name: str = "file") -> Iterator[Converted]:
-    """Each HL7 v2 message of ``data`` through the pipeline, in file order."""
+def _spans(data: bytes, fmt: str) -> list[tuple[int, int]]:
+    """What is mapped one at a time: HL7 messages, JSON lines, or a CSV export whole (its rows inside)."""
+    if fmt == "hl7v2":
+        return split_batch_spans(data)
+    if fmt == "json":
+        spans, start = [], 0
+        for line in data.splitlines(keepends=True):
+            if line.strip():
+                spans.append((start, start + len(line.rstrip(b"\r\n"))))
+            start += len(line)
+        return spans
+    return [(0, len(data))]
+
+
+def convert(data: bytes, *, source: str, tz: tzinfo, name: str = "file", fmt: str = "hl7v2") -> Iterator[Converted]:
+    """Each message of ``data`` (HL7 v2 message, JSON line, or the whole CSV export) through the pipeline."""
     now = datetime.now(UTC)
-    for index, (start, end) in enumerate(split_batch_spans(data)):
+    for index, (start, end) in enumerate(_spans(data, fmt)):
         payload = data[start:end]
         sha = hashlib.sha256(payload).hexdigest()
         env = {
             # Not the gateway's raw id (that one also hashes MSH-10); only meta.source shows it.
             "id": hashlib.sha256(f"{source}|{sha}|{name}|{start}".encode()).hexdigest()[:32],
-            "source": source, "format": "hl7v2", "bronze_key": f"convert/{name}", "sha256": sha,
+            "source": source, "format": fmt, "bronze_key": f"convert/{name}", "sha256": sha,
             "byte_offset": start, "byte_length": len(payload), "payload": payload,
             "source_message_id": None, "replayed": False,
         }
@@ -105,11 +119,12 @@ def run(path: Path, *, fmt: str | None, source: str, tz_name: str | None, stdout
         if fmt is None:
             raise UsageError(f"cannot tell the format of {path} from its first bytes; give --format "
                              f"({', '.join(FORMATS)})")
-    if fmt != "hl7v2":
-        raise UsageError(f"no mapping for format {fmt} yet (issue 5); only hl7v2 converts today")
+    if fmt == "x12":
+        raise UsageError("no mapping for format x12 yet (issue 5); hl7v2, csv (pharmacy, public_health) "
+                         "and json (wearables) convert today")
     tz = _timezone(source, tz_name)
     messages = rejected = 0
-    for item in convert(data, source=source, tz=tz, name=Path(path).name):
+    for item in convert(data, source=source, tz=tz, name=Path(path).name, fmt=fmt):
         messages += 1
         outcome = item.outcome
         problems = [outcome.error] if outcome.error is not None else outcome.rejected

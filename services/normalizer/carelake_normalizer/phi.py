@@ -52,6 +52,12 @@ PHI_PATHS: dict[str, tuple[str, ...]] = {
     "MedicationRequest": ("MedicationRequest.identifier", "MedicationRequest.authoredOn",
                           "MedicationRequest.note", "MedicationRequest.dosageInstruction",
                           "MedicationRequest.text"),
+    "MedicationDispense": ("MedicationDispense.identifier", "MedicationDispense.whenPrepared",
+                           "MedicationDispense.whenHandedOver", "MedicationDispense.note",
+                           "MedicationDispense.dosageInstruction", "MedicationDispense.text"),
+    # Safe Harbor counts device identifiers and serial numbers.
+    "Device": ("Device.identifier", "Device.udiCarrier", "Device.serialNumber", "Device.lotNumber",
+               "Device.distinctIdentifier", "Device.note", "Device.text"),
 }
 # Extensions that may hold PHI on any resource type: a Z-segment kept whole is uninterpreted
 # sender data, so it is assumed to hold PHI.

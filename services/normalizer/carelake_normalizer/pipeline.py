@@ -8,8 +8,10 @@
   valid resource becomes a silver.fhir.v1 record (``envelope.fhir_envelope``) with its lineage
   from the raw envelope; every part that did not become a resource is a :class:`RejectedPart`;
   a message that cannot be read at all (``MappingError``) is rejected whole (``Outcome.error``).
-* ``x12``, ``csv``, ``json``, ``ndjson``: no mapping yet — ``Outcome.unmapped``. Not a failure:
-  the bytes stay in Bronze and on bronze.raw.v1 and are replayed once the mappings land.
+* ``csv`` (pharmacy and SDOH exports: a row, with its file's header row passed in), ``json`` and
+  ``ndjson`` (wearables readings): ``flat.map_flat``, the same terminology → labels → validation.
+* ``x12``: no mapping yet — ``Outcome.unmapped``. Not a failure: the bytes stay in Bronze and on
+  bronze.raw.v1 and are replayed once the mapping lands.
 * any other format: rejected whole (``unknown_format``).
 
 No I/O and no metrics here (so ``carelake convert`` and the bench run it as is); the service
@@ -26,12 +28,13 @@ from prometheus_client import Counter as PromCounter
 
 from carelake_normalizer.core import Mapped, MappingError, PartRejected
 from carelake_normalizer.envelope import fhir_envelope
+from carelake_normalizer.flat import map_flat
 from carelake_normalizer.hl7v2 import map_hl7v2
 from carelake_normalizer.terminology import CodeFlag, normalize_resource
 
-MAPPED_FORMATS = ("hl7v2",)
+MAPPED_FORMATS = ("hl7v2", "csv", "json", "ndjson")
 # Formats the gateway accepts whose mappings are not written yet (issue 5): kept, not rejected.
-UNMAPPED_FORMATS = ("x12", "csv", "json", "ndjson")
+UNMAPPED_FORMATS = ("x12",)
 
 RESOURCES = PromCounter("carelake_normalizer_resources_total",
                         "FHIR resources the normalizer emitted to silver.fhir.v1", ["source", "resource_type"])
@@ -94,8 +97,12 @@ class Outcome:
         return not self.unmapped and self.error is None and not self.rejected
 
 
-def normalize(env: dict, payload: bytes, *, tz: tzinfo, processed_at: datetime) -> Outcome:
-    """A raw envelope and its bytes -> Silver records, rejected parts, or unmapped (see the module)."""
+def normalize(env: dict, payload: bytes, *, tz: tzinfo, processed_at: datetime,
+              header: bytes | None = None) -> Outcome:
+    """A raw envelope and its bytes -> Silver records, rejected parts, or unmapped (see the module).
+
+    ``header``: for a CSV row, its file's header row (None: ``payload`` is a whole CSV file).
+    """
     source, fmt, raw_id = env["source"], env["format"], env["id"]
     out = Outcome(raw_id=raw_id, source=source, format=fmt)
     if fmt in UNMAPPED_FORMATS:
@@ -113,7 +120,11 @@ def normalize(env: dict, payload: bytes, *, tz: tzinfo, processed_at: datetime) 
         flags.extend(normalize_resource(resource, source))
 
     try:
-        result = map_hl7v2(payload, source=source, tz=tz, raw_id=raw_id, terminology=terminology)
+        if fmt == "hl7v2":
+            result = map_hl7v2(payload, source=source, tz=tz, raw_id=raw_id, terminology=terminology)
+        else:
+            result = map_flat(payload, source=source, fmt=fmt, tz=tz, raw_id=raw_id, header=header,
+                              terminology=terminology)
     except MappingError as exc:
         out.error = RejectedPart.of_error(exc)
         return out

@@ -32,6 +32,7 @@ from carelake.errors import ConfigError, TransientError
 from carelake.stream.runtime import StreamService
 from carelake.stream.types import Emit, Output, Record, Reject
 from carelake_normalizer import pipeline
+from carelake_normalizer.flat import header_of
 
 log = logging.getLogger("carelake.normalizer")
 
@@ -85,6 +86,34 @@ class Normalizer:
     def __init__(self, store: BronzeStore | None, zones: Mapping[str, tzinfo]) -> None:
         self.store = store  # None: only envelopes with inline payloads can be normalized
         self.zones = dict(zones)
+        self._headers: dict[str, bytes] = {}  # CSV file key -> its header row (rows of one file come together)
+
+    def header(self, env: dict) -> bytes | None:
+        """The header row of the CSV file a row envelope points at (read once per file from Bronze)."""
+        if env["format"] != "csv":
+            return None
+        key = env["bronze_key"]
+        if "/files/" not in key:
+            raise _BadBytes("no_header", "a CSV row sent as a single message carries no header row; "
+                            "send the export as a file")
+        if key not in self._headers:
+            if self.store is None:
+                raise _BadBytes("no_header", "a CSV row needs its file's header row, and no Bronze store is configured")
+            try:
+                head = self.store.get(key, 0, min(65536, env["byte_offset"]))
+            except ObjectNotFoundError:
+                raise _BadBytes("bronze_not_found", f"no Bronze object {key!r} (the row's file)") from None
+            except OSError as exc:
+                raise TransientError(f"Bronze read of {key!r} failed: {exc}") from exc
+            except (BronzeError, ValueError) as exc:
+                raise _BadBytes("bronze_unreadable", f"Bronze object {key!r}: {str(exc)[:300]}") from None
+            header = header_of(head)
+            if header is None:
+                raise _BadBytes("no_header", f"the first bytes of {key!r} hold no complete header row")
+            if len(self._headers) > 64:
+                self._headers.clear()
+            self._headers[key] = header
+        return self._headers[key]
 
     def payload(self, env: dict) -> bytes:
         """The message bytes: inline, else ``[byte_offset, byte_offset + byte_length)`` of the Bronze object."""
@@ -114,10 +143,10 @@ class Normalizer:
     def process(self, batch: Sequence[Record]) -> list[Output]:
         # Every payload first: a store that is down fails the batch here, before anything is
         # counted, so the runtime's retry of the batch does not count anything twice.
-        payloads: list[bytes | _BadBytes] = []
+        payloads: list[tuple[bytes, bytes | None] | _BadBytes] = []
         for record in batch:
             try:
-                payloads.append(self.payload(record.value))
+                payloads.append((self.payload(record.value), self.header(record.value)))
             except _BadBytes as exc:
                 payloads.append(exc)
         now = datetime.now(UTC)
@@ -128,7 +157,8 @@ class Normalizer:
                 out.append(Reject(record, data.reason, code=data.code))
                 continue
             env = record.value
-            outcome = pipeline.normalize(env, data, tz=timezone_for(env["source"], self.zones), processed_at=now)
+            outcome = pipeline.normalize(env, data[0], tz=timezone_for(env["source"], self.zones), processed_at=now,
+                                         header=data[1])
             pipeline.count(outcome)
             out.extend(outputs(record, outcome))
         return out

@@ -136,8 +136,6 @@ def test_times_without_an_offset_are_read_in_the_given_or_the_sources_zone(tmp_p
 @pytest.mark.parametrize(("content", "args", "message"), [
     (b"ISA*00*          *00*          *ZZ*A              *ZZ*B              *260115*1200*^*00501*000000001*0*P*:~",
      (), "no mapping for format x12 yet (issue 5)"),
-    (b"rx_number,ndc,quantity\n1,00093721401,30\n", ("--format", "csv"), "no mapping for format csv yet (issue 5)"),
-    (b'{"reading_id": "r1"}\n', (), "no mapping for format json yet (issue 5)"),
     (b"MSH|^~\\&|A|B|C|D|20260115||ADT^A01|1|P|2.5.1\r", ("--format", "pdf"), "unknown format 'pdf'"),
     (b"MSH|^~\\&|A|B|C|D|20260115||ADT^A01|1|P|2.5.1\r", ("--tz", "Mars/Olympus"), "not an IANA time zone"),
     (b"", (), "cannot tell the format"),
@@ -222,3 +220,26 @@ def test_terminology_load_errors_exit_1(tmp_path: Path, args: tuple[str, str], m
                env={"CARELAKE_HOME": str(tmp_path / "home")})
     assert done.returncode == 1 and message in flat(done.stderr)
     assert not (tmp_path / "home" / "terminology" / "manifest.json").exists()
+
+
+def test_csv_exports_and_json_readings_convert(tmp_path: Path) -> None:
+    from carelake_simulator.simulate import SimConfig, simulate
+
+    sim = simulate(SimConfig(patients=300, seed=6))
+    export = next(f for f in sim.files if f.kind == "pharmacy_csv")
+    path = tmp_path / export.name
+    path.write_bytes(export.payload)
+    done = cli("convert", path, "--source", "pharmacy")
+    assert done.returncode == 0, flat(done.stderr)
+    kinds = [json.loads(line)["resourceType"] for line in done.stdout.splitlines()]
+    assert kinds.count("MedicationDispense") == len(export.records)
+
+    readings = [r for r in sim.records if r.source == "wearables" and not r.defects][:20]
+    lines = tmp_path / "readings.ndjson"
+    lines.write_bytes(b"".join(r.payload + b"\n" for r in readings) + b"{broken\n")
+    done = cli("convert", lines, "--source", "wearables")
+    assert done.returncode == 2  # the broken line is rejected, the rest printed
+    observations = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sum(o["resourceType"] == "Observation" for o in observations) == len(readings)
+    [problem] = [json.loads(line) for line in done.stderr.splitlines()]
+    assert problem["reason_code"] == "bad_json" and problem["message_index"] == len(readings)
