@@ -119,9 +119,6 @@ def run(path: Path, *, fmt: str | None, source: str, tz_name: str | None, stdout
         if fmt is None:
             raise UsageError(f"cannot tell the format of {path} from its first bytes; give --format "
                              f"({', '.join(FORMATS)})")
-    if fmt == "x12":
-        raise UsageError("no mapping for format x12 yet (issue 5); hl7v2, csv (pharmacy, public_health) "
-                         "and json (wearables) convert today")
     tz = _timezone(source, tz_name)
     messages = rejected = 0
     for item in convert(data, source=source, tz=tz, name=Path(path).name, fmt=fmt):

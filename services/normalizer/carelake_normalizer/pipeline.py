@@ -10,8 +10,8 @@
   a message that cannot be read at all (``MappingError``) is rejected whole (``Outcome.error``).
 * ``csv`` (pharmacy and SDOH exports: a row, with its file's header row passed in), ``json`` and
   ``ndjson`` (wearables readings): ``flat.map_flat``, the same terminology → labels → validation.
-* ``x12``: no mapping yet — ``Outcome.unmapped``. Not a failure: the bytes stay in Bronze and on
-  bronze.raw.v1 and are replayed once the mapping lands.
+* ``x12``: ``x12.map_x12`` — one 837 claim or 835 claim payment, with the enclosing loops
+  (provider, subscriber, payer) read from the whole file when it is passed in.
 * any other format: rejected whole (``unknown_format``).
 
 No I/O and no metrics here (so ``carelake convert`` and the bench run it as is); the service
@@ -30,11 +30,12 @@ from carelake_normalizer.core import Mapped, MappingError, PartRejected
 from carelake_normalizer.envelope import fhir_envelope
 from carelake_normalizer.flat import map_flat
 from carelake_normalizer.hl7v2 import map_hl7v2
+from carelake_normalizer.x12 import map_x12
 from carelake_normalizer.terminology import CodeFlag, normalize_resource
 
-MAPPED_FORMATS = ("hl7v2", "csv", "json", "ndjson")
-# Formats the gateway accepts whose mappings are not written yet (issue 5): kept, not rejected.
-UNMAPPED_FORMATS = ("x12",)
+MAPPED_FORMATS = ("hl7v2", "x12", "csv", "json", "ndjson")
+# Formats the gateway accepts whose mappings are not written yet: kept, not rejected (none today).
+UNMAPPED_FORMATS: tuple[str, ...] = ()
 
 RESOURCES = PromCounter("carelake_normalizer_resources_total",
                         "FHIR resources the normalizer emitted to silver.fhir.v1", ["source", "resource_type"])
@@ -98,10 +99,11 @@ class Outcome:
 
 
 def normalize(env: dict, payload: bytes, *, tz: tzinfo, processed_at: datetime,
-              header: bytes | None = None) -> Outcome:
+              header: bytes | None = None, file_bytes: bytes | None = None) -> Outcome:
     """A raw envelope and its bytes -> Silver records, rejected parts, or unmapped (see the module).
 
     ``header``: for a CSV row, its file's header row (None: ``payload`` is a whole CSV file).
+    ``file_bytes``: for an X12 claim, the whole file it came from (None: the claim loop alone).
     """
     source, fmt, raw_id = env["source"], env["format"], env["id"]
     out = Outcome(raw_id=raw_id, source=source, format=fmt)
@@ -122,6 +124,10 @@ def normalize(env: dict, payload: bytes, *, tz: tzinfo, processed_at: datetime,
     try:
         if fmt == "hl7v2":
             result = map_hl7v2(payload, source=source, tz=tz, raw_id=raw_id, terminology=terminology)
+        elif fmt == "x12":
+            result = map_x12(payload, source=source, tz=tz, raw_id=raw_id, file_bytes=file_bytes,
+                             byte_offset=env["byte_offset"], terminology=terminology,
+                             patient_key=env.get("source_patient_key"), file_key=env["bronze_key"])
         else:
             result = map_flat(payload, source=source, fmt=fmt, tz=tz, raw_id=raw_id, header=header,
                               terminology=terminology)

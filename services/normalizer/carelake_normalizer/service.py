@@ -87,6 +87,29 @@ class Normalizer:
         self.store = store  # None: only envelopes with inline payloads can be normalized
         self.zones = dict(zones)
         self._headers: dict[str, bytes] = {}  # CSV file key -> its header row (rows of one file come together)
+        self._files: dict[str, bytes] = {}  # X12 file key -> the whole file (its claims come together)
+
+    def whole_file(self, env: dict) -> bytes | None:
+        """The stored X12 file a claim envelope points at (its enclosing loops), read once per file."""
+        key = env["bronze_key"]
+        if env["format"] != "x12" or "/files/" not in key or self.store is None:
+            return None  # a claim sent alone maps from its own loop
+        if key not in self._files:
+            try:
+                data = self.store.get(key)
+            except (ObjectNotFoundError, BronzeError, ValueError) as exc:
+                if env.get("payload") is None:  # the claim's own bytes are there too: payload() reports it
+                    return None
+                # The claim travels inline: map it from its own loop (meta context "claim-only").
+                log.warning("claim's file not readable; mapping the claim alone",
+                            extra={"key": key, "error": type(exc).__name__})
+                return None
+            except OSError as exc:
+                raise TransientError(f"Bronze read of {key!r} failed: {exc}") from exc
+            if len(self._files) >= 2:  # claims of one file arrive together: two files bound the memory
+                self._files.pop(next(iter(self._files)))
+            self._files[key] = data
+        return self._files[key]
 
     def header(self, env: dict) -> bytes | None:
         """The header row of the CSV file a row envelope points at (read once per file from Bronze)."""
@@ -143,10 +166,11 @@ class Normalizer:
     def process(self, batch: Sequence[Record]) -> list[Output]:
         # Every payload first: a store that is down fails the batch here, before anything is
         # counted, so the runtime's retry of the batch does not count anything twice.
-        payloads: list[tuple[bytes, bytes | None] | _BadBytes] = []
+        payloads: list[tuple[bytes, bytes | None, bytes | None] | _BadBytes] = []
         for record in batch:
             try:
-                payloads.append((self.payload(record.value), self.header(record.value)))
+                payloads.append((self.payload(record.value), self.header(record.value),
+                                 self.whole_file(record.value)))
             except _BadBytes as exc:
                 payloads.append(exc)
         now = datetime.now(UTC)
@@ -158,7 +182,7 @@ class Normalizer:
                 continue
             env = record.value
             outcome = pipeline.normalize(env, data[0], tz=timezone_for(env["source"], self.zones), processed_at=now,
-                                         header=data[1])
+                                         header=data[1], file_bytes=data[2])
             pipeline.count(outcome)
             out.extend(outputs(record, outcome))
         return out

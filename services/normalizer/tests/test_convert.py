@@ -134,8 +134,6 @@ def test_times_without_an_offset_are_read_in_the_given_or_the_sources_zone(tmp_p
 
 
 @pytest.mark.parametrize(("content", "args", "message"), [
-    (b"ISA*00*          *00*          *ZZ*A              *ZZ*B              *260115*1200*^*00501*000000001*0*P*:~",
-     (), "no mapping for format x12 yet (issue 5)"),
     (b"MSH|^~\\&|A|B|C|D|20260115||ADT^A01|1|P|2.5.1\r", ("--format", "pdf"), "unknown format 'pdf'"),
     (b"MSH|^~\\&|A|B|C|D|20260115||ADT^A01|1|P|2.5.1\r", ("--tz", "Mars/Olympus"), "not an IANA time zone"),
     (b"", (), "cannot tell the format"),

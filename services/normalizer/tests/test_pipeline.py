@@ -122,10 +122,9 @@ def test_a_message_that_cannot_be_read_is_rejected_whole(payload: bytes, code: s
     assert out.error.reason and PATIENT_NAME not in out.error.text()
 
 
-@pytest.mark.parametrize("fmt", ["x12"])
-def test_formats_without_a_mapping_yet_are_unmapped_not_rejected(fmt: str) -> None:
-    out = run(b"ISA*00*          *00*~", fmt=fmt, source="claims")
-    assert out.unmapped and out.error is None and out.envelopes == [] and out.rejected == []
+def test_a_truncated_x12_interchange_is_rejected_whole() -> None:
+    out = run(b"ISA*00*          *00*~", fmt="x12", source="claims")
+    assert out.error is not None and out.error.reason_code == "truncated" and not out.unmapped
 
 
 def test_a_format_nobody_knows_is_rejected() -> None:
@@ -144,7 +143,7 @@ def test_outcomes_are_counted_by_source_and_reason() -> None:
         "dates": _sample("carelake_normalizer_rejected_total", {"source": source, "reason": "invalid_date"}),
         "not_hl7": _sample("carelake_normalizer_rejected_total", {"source": source, "reason": "not_hl7"}),
         "pv1_3": _sample("carelake_normalizer_unused_fields_total", {"source": source, "field": "PV1-3"}),
-        "x12": _sample("carelake_normalizer_unmapped_total", {"source": source, "format": "x12"}),
+        "x12": _sample("carelake_normalizer_rejected_total", {"source": source, "reason": "truncated"}),
     }
     for payload, fmt in [(adt(), "hl7v2"), (adt(admit="20261345080000-0600"), "hl7v2"),
                          (b"garbage", "hl7v2"), (b"ISA*", "x12"), (b"ISA*", "x12")]:
@@ -158,7 +157,7 @@ def test_outcomes_are_counted_by_source_and_reason() -> None:
     # The rejected Encounter's PV1-3 was never read: the coverage metric shows it.
     assert _sample("carelake_normalizer_unused_fields_total",
                    {"source": source, "field": "PV1-3"}) == before["pv1_3"] + 1
-    assert _sample("carelake_normalizer_unmapped_total", {"source": source, "format": "x12"}) == before["x12"] + 2
+    assert _sample("carelake_normalizer_rejected_total", {"source": source, "reason": "truncated"}) == before["x12"] + 2
 
 
 def test_a_messy_simulated_day_through_the_pipeline(messy_hl7_day) -> None:  # noqa: ANN001

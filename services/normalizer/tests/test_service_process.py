@@ -79,12 +79,12 @@ def test_a_partly_rejected_message_emits_its_good_resources_and_one_reject_per_b
     assert rejects[0].reason.startswith("PV1[1].PV1-44: ") and MRN not in rejects[0].reason
 
 
-def test_unreadable_messages_are_rejected_and_unmapped_formats_left_alone() -> None:
+def test_unreadable_messages_are_rejected_each_with_its_reason() -> None:
     garbage = Record.of(env(b"not hl7 at all"), key="ehr|x")
     x12 = Record.of(env(b"ISA*00*          *00*~", source="claims", fmt="x12"), key="claims|x")
     out = normalizer().process([garbage, x12])
-    assert len(out) == 1 and isinstance(out[0], Reject)
-    assert (out[0].record, out[0].code) == (garbage, "not_hl7")
+    assert [(o.record, o.code) for o in out if isinstance(o, Reject)] == [(garbage, "not_hl7"), (x12, "truncated")]
+    assert len(out) == 2
 
 
 def test_a_payload_that_does_not_match_its_sha256_is_rejected() -> None:
