@@ -244,8 +244,8 @@ def demo(messages: Annotated[int, typer.Option(help="Messages to stream through 
     built = sorted(services.registered())
     out.rule("what this demo did not do")
     out.print(
-        "The normalizer maps HL7 v2 only so far (X12, CSV and JSON records are kept in Bronze and on "
-        "bronze.raw.v1, counted as unmapped, replayable once their mappings land). dedup-mpi, "
+        "The normalizer maps every format the gateway takes (HL7 v2, X12 837/835, pharmacy and SDOH CSV, "
+        "wearables JSON) but misses its speed target (see services/normalizer/README.md). dedup-mpi, "
         "quality-monitor, feature-store, scorer and lake-writer are not built yet, so nothing reaches "
         f"Gold. Built services: {', '.join(built) or 'none'}. Topics of this run: prefix {day.prefix!r}; "
         f"Bronze and logs under {day.workdir}. The stack keeps running: `make status` shows it, "
