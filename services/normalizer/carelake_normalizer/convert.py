@@ -100,7 +100,10 @@ def _timezone(source: str, tz_name: str | None) -> tzinfo:
             return ZoneInfo(tz_name)
         except (ZoneInfoNotFoundError, ValueError):
             raise UsageError(f"--tz {tz_name!r} is not an IANA time zone (e.g. America/Chicago, UTC)") from None
-    from carelake_normalizer.service import source_timezones, timezone_for  # the service's own default
+    from carelake_normalizer.service import (  # the service's own default
+        source_timezones,
+        timezone_for,
+    )
 
     return timezone_for(source, source_timezones())
 

@@ -52,6 +52,10 @@ PHI_PATHS: dict[str, tuple[str, ...]] = {
     "MedicationRequest": ("MedicationRequest.identifier", "MedicationRequest.authoredOn",
                           "MedicationRequest.note", "MedicationRequest.dosageInstruction",
                           "MedicationRequest.text"),
+    "Claim": ("Claim.identifier", "Claim.billablePeriod", "Claim.created", "Claim.related",
+              "Claim.supportingInfo", "Claim.item", "Claim.contained", "Claim.text"),
+    "ClaimResponse": ("ClaimResponse.identifier", "ClaimResponse.created", "ClaimResponse.request",
+                      "ClaimResponse.payment", "ClaimResponse.processNote", "ClaimResponse.text"),
     "MedicationDispense": ("MedicationDispense.identifier", "MedicationDispense.whenPrepared",
                            "MedicationDispense.whenHandedOver", "MedicationDispense.note",
                            "MedicationDispense.dosageInstruction", "MedicationDispense.text"),
@@ -148,6 +152,9 @@ def sensitivity(resource: dict) -> list[str]:
             for concept in value if isinstance(value, list) else (value,):
                 if isinstance(concept, dict):
                     _concept(concept, found)
+    for diagnosis in resource.get("diagnosis") or ():  # Claim.diagnosis[].diagnosisCodeableConcept
+        if isinstance(diagnosis, dict) and isinstance(diagnosis.get("diagnosisCodeableConcept"), dict):
+            _concept(diagnosis["diagnosisCodeableConcept"], found)
     return sorted(found) if found else []
 
 

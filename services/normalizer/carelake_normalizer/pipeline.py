@@ -30,8 +30,8 @@ from carelake_normalizer.core import Mapped, MappingError, PartRejected
 from carelake_normalizer.envelope import fhir_envelope
 from carelake_normalizer.flat import map_flat
 from carelake_normalizer.hl7v2 import map_hl7v2
-from carelake_normalizer.x12 import map_x12
 from carelake_normalizer.terminology import CodeFlag, normalize_resource
+from carelake_normalizer.x12 import map_x12
 
 MAPPED_FORMATS = ("hl7v2", "x12", "csv", "json", "ndjson")
 # Formats the gateway accepts whose mappings are not written yet: kept, not rejected (none today).

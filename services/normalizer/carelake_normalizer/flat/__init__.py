@@ -27,7 +27,15 @@ from datetime import tzinfo
 
 from carelake_normalizer.core import MappingError, MapResult
 from carelake_normalizer.flat import pharmacy, sdoh, wearables
-from carelake_normalizer.flat.common import Builder, Header, csv_rows, guarded, header_of, read_header, read_row
+from carelake_normalizer.flat.common import (
+    Builder,
+    Header,
+    csv_rows,
+    guarded,
+    header_of,
+    read_header,
+    read_row,
+)
 
 __all__ = ["CSV_MAPPINGS", "csv_rows", "header_of", "map_flat", "map_ndjson_line", "map_pharmacy_csv",
            "map_sdoh_csv", "map_wearable_json"]

@@ -22,21 +22,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
-from urllib.parse import quote
 
 from carelake_normalizer.core import (
     EXT_SOURCE_TIMEZONE,
     EXT_TIMEZONE_ASSUMED,
-    Mapped,
-    MapResult,
     MappingError,
+    MapResult,
     PartError,
     PartRejected,
 )
+from carelake_normalizer.finish import Built, finish_resources
 from carelake_normalizer.ids import key, resource_id
-from carelake_normalizer.phi import phi_paths, security_labels
 from carelake_normalizer.timeutil import TimeError, TimeValue, parse_date, parse_ts
-from carelake_normalizer.validate import validate
 
 UCUM = "http://unitsofmeasure.org"
 NPI = "http://hl7.org/fhir/sid/us-npi"
@@ -107,21 +104,8 @@ class Builder:
 
     def finish(self, terminology: Callable[[dict], object] | None, meta: dict) -> MapResult:
         """Terminology pass → security labels → validation → PHI paths, per resource (as hl7v2 does)."""
-        source_uri = f"urn:carelake:raw:{quote(self.raw_id, safe='')}" if self.raw_id else None
-        resources: list[Mapped] = []
-        for p in self.pending:
-            res = p.resource
-            if source_uri:
-                res.setdefault("meta", {})["source"] = source_uri
-            if terminology is not None:
-                terminology(res)  # codes first: the labels are read from them, added codings validated
-            labels = security_labels(res)
-            bad = validate(res)
-            if bad is not None:
-                self.rejected.append(PartRejected(bad.reason_code, f"{p.label}: {bad.reason}", bad.where,
-                                                  p.position, p.rt))
-                continue
-            resources.append(Mapped(res, p.rt, p.id, p.patient_key, p.event_time, phi_paths(res), labels))
+        resources = finish_resources((Built(p.resource, p.rt, p.id, p.patient_key, p.event_time, p.label, p.position)
+                                      for p in self.pending), self.raw_id, terminology, self.rejected)
         self.meta.update(meta)
         self.meta["tz"] = self.zone_name
         self.meta["tz_assumed"] = self.tz_assumed

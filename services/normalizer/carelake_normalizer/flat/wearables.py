@@ -45,7 +45,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from carelake_normalizer.core import MappingError, PartError
-from carelake_normalizer.flat.common import BOM, OBSERVATION_CATEGORY, UCUM, Builder, id_system, iso_time
+from carelake_normalizer.flat.common import (
+    BOM,
+    OBSERVATION_CATEGORY,
+    UCUM,
+    Builder,
+    id_system,
+    iso_time,
+)
 
 LOINC = "http://loinc.org"
 KNOWN_KEYS = frozenset({"device_id", "measured_at", "metric", "reading_id", "sent_at", "unit", "user_id", "value"})

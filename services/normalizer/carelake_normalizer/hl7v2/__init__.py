@@ -18,7 +18,13 @@ from datetime import tzinfo
 from carelake_normalizer.core import MappingError, MapResult
 from carelake_normalizer.hl7v2 import adt, dft, oru, rde, siu, vxu
 from carelake_normalizer.hl7v2.context import REQUIRED, Context
-from carelake_normalizer.hl7v2.parse import SUPPORTED_VERSION, Message, parse_message, split_batch, split_batch_spans
+from carelake_normalizer.hl7v2.parse import (
+    SUPPORTED_VERSION,
+    Message,
+    parse_message,
+    split_batch,
+    split_batch_spans,
+)
 
 __all__ = ["MAPPERS", "map_hl7v2", "parse_message", "split_batch", "split_batch_spans"]
 

@@ -13,23 +13,20 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, tzinfo
-from urllib.parse import quote
 
 from carelake_normalizer.core import (
     EXT_HL7V2_SEGMENT,
     EXT_SOURCE_TIMEZONE,
     EXT_TIMEZONE_ASSUMED,
-    Mapped,
-    MapResult,
     MappingError,
+    MapResult,
     PartError,
     PartRejected,
 )
+from carelake_normalizer.finish import Built, finish_resources
 from carelake_normalizer.hl7v2.parse import Message, Segment
 from carelake_normalizer.ids import key, resource_id
-from carelake_normalizer.phi import phi_paths, security_labels
 from carelake_normalizer.timeutil import TimeError, TimeValue, parse_date, parse_ts
-from carelake_normalizer.validate import validate
 
 # Fields that only number or structure a segment: reading the message reads them.
 STRUCTURAL = {"PID": (1,), "PV1": (1,), "NK1": (1,), "DG1": (1,), "IN1": (1,), "OBR": (1,), "OBX": (1,),
@@ -184,21 +181,9 @@ class Context:
     def finish(self, terminology: Callable[[dict], object] | None = None) -> MapResult:
         msg = self.msg
         self._attach_z_segments()
-        source_uri = f"urn:carelake:raw:{quote(self.raw_id, safe='')}" if self.raw_id else None
-        resources: list[Mapped] = []
-        for p in self.pending:
-            res = p.resource
-            if source_uri:
-                res.setdefault("meta", {})["source"] = source_uri
-            if terminology is not None:
-                terminology(res)  # codes first: the labels are read from them
-            labels = security_labels(res)
-            bad = validate(res)
-            if bad is not None:
-                self.rejected.append(PartRejected(bad.reason_code, f"{p.anchor.label}: {bad.reason}", bad.where,
-                                                  p.anchor.pos, p.rt))
-                continue
-            resources.append(Mapped(res, p.rt, p.id, p.patient_key, p.event_time, phi_paths(res), labels))
+        resources = finish_resources((Built(p.resource, p.rt, p.id, p.patient_key, p.event_time, p.anchor.label,
+                                            p.anchor.pos) for p in self.pending),
+                                     self.raw_id, terminology, self.rejected)
         unused: Counter[str] = Counter()
         populated = 0
         for seg in msg.segments:

@@ -24,8 +24,17 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from . import systems
-from .maps import (CODESET_COLUMNS, LOINC_TABLE, MANIFEST, MAP_COLUMNS, NDC_DIRECTORY, OPERATOR_SUBDIR,
-                   RXNORM_TABLE, fda_package_ndcs, read_manifest)
+from .maps import (
+    CODESET_COLUMNS,
+    LOINC_TABLE,
+    MANIFEST,
+    MAP_COLUMNS,
+    NDC_DIRECTORY,
+    OPERATOR_SUBDIR,
+    RXNORM_TABLE,
+    fda_package_ndcs,
+    read_manifest,
+)
 
 NDC_RXNORM = "ndc-rxnorm"
 

@@ -12,7 +12,13 @@ import re
 from datetime import tzinfo
 
 from carelake_normalizer.core import PartError
-from carelake_normalizer.terminology.systems import ICD9CM, ICD10CM, icd9cm_dotted, icd9cm_key, procedure_system
+from carelake_normalizer.terminology.systems import (
+    ICD9CM,
+    ICD10CM,
+    icd9cm_dotted,
+    icd9cm_key,
+    procedure_system,
+)
 from carelake_normalizer.timeutil import TimeError, TimeValue, parse_date, parse_ts
 from carelake_normalizer.x12.segments import Seg
 
