@@ -79,11 +79,18 @@ class Settings(BaseSettings):
                                                     "SFTP server's upload root); default <home>/drop.")
     drop_poll_s: float = Field(1.0, description="Seconds between scans of the drop folder; a file is taken once "
                                                 "unchanged across two scans.")
+    mpi_api_host: str = Field("127.0.0.1", description="Address the MPI's operator API binds (0.0.0.0 in a pod).")
+    mpi_api_port: int = Field(8090, description="Port of the MPI's operator API (lookups, review queue, merge/unmerge).")
+    mpi_api_key_hashes: SecretStr = Field(
+        SecretStr(""), description="Operator API keys of the MPI, hashed: name=sha256hex, comma-separated; "
+                                   "empty = no key required (local stack only; the X-Operator header is always required).")
+    mpi_model: Path | None = Field(None, description="Fellegi-Sunter model (JSON, from `carelake mpi estimate`) the "
+                                                     "MPI scores with; default: the built-in priors.")
     metrics_port: int = Field(0, description="Port of a service's /metrics and /healthz; 0 = its default.")
     log_level: str = Field("INFO", description="Log level of every process (JSON lines on stderr).")
     stack_timeout_s: float = Field(90.0, description="How long `stack up` waits for each part to answer.")
 
-    @field_validator("tls_certfile", "tls_keyfile", "drop_dir", mode="before")
+    @field_validator("tls_certfile", "tls_keyfile", "drop_dir", "mpi_model", mode="before")
     @classmethod
     def _empty_path_is_unset(cls, value: object) -> object:
         # A manifest's `VAR: ""` means "not set", not the current directory.

@@ -109,7 +109,10 @@ def test_a40_merge_links_the_surviving_and_the_retired_patient(map_message) -> N
     assert surviving["id"] == by_type(map_message(adt()))["Patient"][0].id
     assert surviving["link"] == [{"other": {"reference": f"Patient/{retired['id']}"}, "type": "replaces"}]
     assert retired["active"] is False
-    assert retired["link"] == [{"other": {"reference": f"Patient/{surviving['id']}"}, "type": "replaced-by"}]
+    (link,) = retired["link"]
+    assert link["type"] == "replaced-by" and link["other"]["reference"] == f"Patient/{surviving['id']}"
+    # The surviving MRN travels with the pointer: the MPI merges by source|MRN alone.
+    assert f"ehr|{link['other']['identifier']['value']}" == result.resources[0].source_patient_key
     assert result.resources[1].source_patient_key == "ehr|E2000002"
 
 

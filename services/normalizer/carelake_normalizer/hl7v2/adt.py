@@ -232,5 +232,16 @@ def _merge(ctx: Context, mrg: Segment, surviving: dict) -> None:
         res = {"resourceType": "Patient", "id": retired_id,
                "identifier": [dt.identifier(retired, ctx.source, "MR")],
                "active": False,
-               "link": [{"other": ctx.ref("Patient", surviving["id"]), "type": "replaced-by"}]}
+               "link": [{"other": _surviving_ref(ctx, surviving), "type": "replaced-by"}]}
         ctx.emit(res, anchor=mrg, patient_key=f"{ctx.source}|{mrn}")
+
+
+def _surviving_ref(ctx: Context, surviving: dict) -> dict:
+    """The retired registration's pointer to the surviving one, with its MRN beside the id: the
+    MPI keys records by source and MRN and must not need the surviving Patient to find it."""
+    ref = dict(ctx.ref("Patient", surviving["id"]))
+    mrn = (ctx.patient_key or "").partition("|")[2]
+    ident = next((i for i in surviving.get("identifier", ()) if i.get("value") == mrn), None)
+    if ident is not None:
+        ref["identifier"] = {k: v for k, v in ident.items() if k in ("system", "value", "type")}
+    return ref
