@@ -28,7 +28,7 @@ PORTS = {
     "ingest-gateway": 9101, "normalizer": 9102, "dedup-mpi": 9103, "quality-monitor": 9104,
     "feature-store": 9105, "scorer": 9106, "lake-writer": 9107,
 }
-EXTRA_PORTS = {"ingest-gateway": {"http": 8080, "mllp": 2575}}
+EXTRA_PORTS = {"ingest-gateway": {"http": 8080, "mllp": 2575}, "dedup-mpi": {"api": 8090}}
 
 SETTINGS = {f"CARELAKE_{name.upper()}" for name in Settings.model_fields}
 SECRET_SETTINGS = {f"CARELAKE_{name.upper()}" for name, field in Settings.model_fields.items()
@@ -212,7 +212,8 @@ def test_every_environment_variable_is_a_real_setting() -> None:
 
 def test_secrets_stay_out_of_configmaps() -> None:
     assert SECRET_SETTINGS == {"CARELAKE_PG_DSN", "CARELAKE_REDIS_URL", "CARELAKE_S3_ACCESS_KEY_ID",
-                               "CARELAKE_S3_SECRET_ACCESS_KEY", "CARELAKE_API_KEY_HASHES"}
+                               "CARELAKE_S3_SECRET_ACCESS_KEY", "CARELAKE_API_KEY_HASHES",
+                               "CARELAKE_MPI_API_KEY_HASHES"}
     [example] = docs_in(BASE / "secret.example.yaml")
     assert example["kind"] == "Secret" and example["metadata"]["name"] == "carelake-secrets"
     assert set(example["stringData"]) == SECRET_SETTINGS
