@@ -79,6 +79,11 @@ class Settings(BaseSettings):
                                                     "SFTP server's upload root); default <home>/drop.")
     drop_poll_s: float = Field(1.0, description="Seconds between scans of the drop folder; a file is taken once "
                                                 "unchanged across two scans.")
+    source_timezones: str = Field("", description="The zone assumed for a source's timestamps sent without an offset: "
+                                  "source=IANA zone, comma-separated (e.g. ehr=America/New_York,lab=UTC); a source "
+                                  "not listed gets default_timezone.")
+    default_timezone: str = Field("America/Chicago", description="The zone assumed for timestamps without an offset "
+                                                                 "from a source not in source_timezones.")
     mpi_api_host: str = Field("127.0.0.1", description="Address the MPI's operator API binds (0.0.0.0 in a pod).")
     mpi_api_port: int = Field(8090, description="Port of the MPI's operator API (lookups, review queue, merge/unmerge).")
     mpi_api_key_hashes: SecretStr = Field(

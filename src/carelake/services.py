@@ -73,8 +73,10 @@ def runner_for(service: StreamService, settings: Settings) -> Runner:
 
 def run(name: str, settings: Settings) -> None:
     """Build the service, check its topics, serve /metrics + /healthz, and run until SIGTERM."""
+    # Logging first: what a service says while it builds (maps loaded, settings read) is its
+    # start-up record. A module:attr builder is tagged with its attribute's module.
+    configure_logging(settings.log_level, name if ":" not in name else name.partition(":")[0])
     built = load_builder(name)(settings)
-    configure_logging(settings.log_level, built.name)
     running: Runner | Runnable = runner_for(built, settings) if isinstance(built, StreamService) else built
     signal.signal(signal.SIGTERM, running.stop)
     signal.signal(signal.SIGINT, running.stop)

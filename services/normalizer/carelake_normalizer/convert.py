@@ -100,12 +100,11 @@ def _timezone(source: str, tz_name: str | None) -> tzinfo:
             return ZoneInfo(tz_name)
         except (ZoneInfoNotFoundError, ValueError):
             raise UsageError(f"--tz {tz_name!r} is not an IANA time zone (e.g. America/Chicago, UTC)") from None
-    from carelake_normalizer.service import (  # the service's own default
-        source_timezones,
-        timezone_for,
-    )
+    from carelake.config import Settings
+    from carelake_normalizer.service import source_timezones, timezone_for
 
-    return timezone_for(source, source_timezones())
+    config = Settings()  # the service's own settings, read now (a test may change the environment)
+    return timezone_for(source, source_timezones(config.source_timezones, config.default_timezone))
 
 
 def run(path: Path, *, fmt: str | None, source: str, tz_name: str | None, stdout: BinaryIO,

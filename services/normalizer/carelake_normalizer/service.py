@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -41,19 +40,24 @@ RAW_TOPIC = "bronze.raw.v1"
 SILVER_TOPIC = "silver.fhir.v1"
 DLQ_TOPIC = "dlq.normalizer.v1"
 
-# The zone assumed for a source's timestamps sent without an offset. A per-source setting until
-# it moves into carelake.config.Settings: CARELAKE_SOURCE_TIMEZONES="ehr=America/New_York,lab=UTC".
-DEFAULT_TIMEZONE = ZoneInfo("America/Chicago")
 TIMEZONES_VAR = "CARELAKE_SOURCE_TIMEZONES"
+DEFAULT_TIMEZONE = ZoneInfo("America/Chicago")  # when no setting says otherwise (Settings.default_timezone)
 
 
-def source_timezones(environ: Mapping[str, str] | None = None) -> dict[str, tzinfo]:
-    """``CARELAKE_SOURCE_TIMEZONES`` (``source=IANA zone`` pairs, comma-separated) as a dict.
+def _zone(name: str, what: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{what}: {name!r} is not an IANA time zone") from None
+
+
+def source_timezones(text: str, default: str = "America/Chicago") -> dict[str, tzinfo]:
+    """The ``source_timezones`` setting (``source=IANA zone`` pairs, comma-separated) as a dict;
+    the key ``""`` holds the zone of every source not listed (``default_timezone``).
 
     ConfigError naming the variable on a malformed pair or an unknown zone.
     """
-    text = (os.environ if environ is None else environ).get(TIMEZONES_VAR, "")
-    out: dict[str, tzinfo] = {}
+    out: dict[str, tzinfo] = {"": _zone(default, "CARELAKE_DEFAULT_TIMEZONE")}
     for item in text.split(","):
         item = item.strip()
         if not item:
@@ -61,15 +65,12 @@ def source_timezones(environ: Mapping[str, str] | None = None) -> dict[str, tzin
         source, sep, zone = (part.strip() for part in item.partition("="))
         if not sep or not source or not zone:
             raise ConfigError(f"{TIMEZONES_VAR}: {item!r} is not source=Zone/Name (e.g. ehr=America/New_York)")
-        try:
-            out[source] = ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"{TIMEZONES_VAR}: {zone!r} (for {source}) is not an IANA time zone") from None
+        out[source] = _zone(zone, f"{TIMEZONES_VAR} ({source})")
     return out
 
 
 def timezone_for(source: str, zones: Mapping[str, tzinfo]) -> tzinfo:
-    return zones.get(source, DEFAULT_TIMEZONE)
+    return zones.get(source) or zones.get("") or DEFAULT_TIMEZONE
 
 
 class _BadBytes(Exception):
@@ -203,11 +204,11 @@ def build(settings: Any) -> StreamService:
     """The normalizer as a StreamService (``carelake run normalizer``)."""
     from carelake_normalizer.terminology import default_store
 
-    zones = source_timezones()
+    zones = source_timezones(settings.source_timezones, settings.default_timezone)
     loaded = default_store().warm()  # ~2 s once, at start-up rather than on the first message
     log.info("terminology maps loaded", extra={"maps": [f"{i.name}@{i.version} ({i.origin})" for i in loaded]})
-    log.info("source time zones", extra={"default": DEFAULT_TIMEZONE.key,
-                                         "by_source": {k: str(v) for k, v in zones.items()}})
+    log.info("source time zones", extra={"default": str(zones[""]),
+                                         "by_source": {k: str(v) for k, v in zones.items() if k}})
     normalizer = Normalizer(open_store(settings), zones)
     return StreamService(name=NAME, inputs=[RAW_TOPIC], outputs=[SILVER_TOPIC], process=normalizer.process,
                          dlq=DLQ_TOPIC)

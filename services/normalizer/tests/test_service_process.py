@@ -121,15 +121,18 @@ def test_a_store_that_is_down_is_a_transient_error_for_the_runtime_to_retry() ->
         normalizer(store).process([Record.of(env(adt())), record])
 
 
-def test_source_time_zones_come_from_the_environment() -> None:
-    zones = source_timezones({"CARELAKE_SOURCE_TIMEZONES": " ehr=America/New_York, lab=UTC ,"})
-    assert zones == {"ehr": ZoneInfo("America/New_York"), "lab": ZoneInfo("UTC")}
+def test_source_time_zones_come_from_the_settings() -> None:
+    zones = source_timezones(" ehr=America/New_York, lab=UTC ,")
+    assert {k: v for k, v in zones.items() if k} == {"ehr": ZoneInfo("America/New_York"), "lab": ZoneInfo("UTC")}
     assert service.timezone_for("billing", zones) == ZoneInfo("America/Chicago")
-    assert source_timezones({}) == {}
+    assert service.timezone_for("billing", source_timezones("", "America/Denver")) == ZoneInfo("America/Denver")
+    assert service.timezone_for("billing", {}) == ZoneInfo("America/Chicago")
     with pytest.raises(ConfigError, match="CARELAKE_SOURCE_TIMEZONES"):
-        source_timezones({"CARELAKE_SOURCE_TIMEZONES": "ehr"})
+        source_timezones("ehr")
     with pytest.raises(ConfigError, match="Mars/Olympus"):
-        source_timezones({"CARELAKE_SOURCE_TIMEZONES": "ehr=Mars/Olympus"})
+        source_timezones("ehr=Mars/Olympus")
+    with pytest.raises(ConfigError, match="CARELAKE_DEFAULT_TIMEZONE"):
+        source_timezones("", "Nowhere/Land")
 
 
 def test_a_naive_time_is_read_in_its_source_zone() -> None:
