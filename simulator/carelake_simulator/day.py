@@ -15,9 +15,23 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from carelake_simulator import codes
-from carelake_simulator.model import (Appointment, Charge, Claim, ClaimLine, Coding, Dispense, Encounter,
-                                      Immunization, LabOrder, Observation, Person, Provider, Remittance,
-                                      VitalSigns, WearableReading)
+from carelake_simulator.model import (
+    Appointment,
+    Charge,
+    Claim,
+    ClaimLine,
+    Coding,
+    Dispense,
+    Encounter,
+    Immunization,
+    LabOrder,
+    Observation,
+    Person,
+    Provider,
+    Remittance,
+    VitalSigns,
+    WearableReading,
+)
 from carelake_simulator.population import Population, age_on
 
 REGION_TZ = ZoneInfo("America/Chicago")

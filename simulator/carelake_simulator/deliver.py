@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 
 from carelake_simulator import store
 from carelake_simulator.model import FeedRecord
-from carelake_simulator.replay import HL7_CONTENT_TYPE, ReplayStats, replay_http, replay_kafka, replay_mllp
+from carelake_simulator.replay import (
+    HL7_CONTENT_TYPE,
+    ReplayStats,
+    replay_http,
+    replay_kafka,
+    replay_mllp,
+)
 
 if TYPE_CHECKING:
     from carelake.topics import Catalog

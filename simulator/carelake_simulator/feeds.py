@@ -52,6 +52,9 @@ class FeedBuilder:
         self.day = events.day
         self._n: dict[str, int] = {}
         self._file_defects: dict[str, tuple[str, ...]] = {}  # record id -> defects planted in a batch file
+        self._enrollment: dict[str, bool] = {}  # device id -> enrolled on a user account (decided once)
+        # Own stream for enrollment dates, so the roster never shifts what self.rng plants elsewhere.
+        self._roster_rng = random.Random(seed ^ 0xE4011)
 
     def _msg_id(self, source: str) -> str:
         self._n[source] = self._n.get(source, 0) + 1
@@ -177,13 +180,18 @@ class FeedBuilder:
                             lambda m, s, tz, naive, c=charge, r=reg: hl7v2.dft(c, r, m, s, tz, naive_local=naive),
                             reg.key, [])
 
+    def _enrolled(self, device_id: str) -> bool:
+        """Whether the device is on a user account: a few devices never enrolled. Decided once per device
+        (at its first reading), so the readings and the roster agree."""
+        known = self._enrollment.get(device_id)
+        if known is None:
+            known = self._enrollment[device_id] = self.rng.random() >= 0.02
+        return known
+
     def _wearables(self) -> Iterator[FeedRecord]:
         regs = self.registry.primary.get("wearables", {})
-        enrolled: dict[str, bool] = {}
         for reading in self.events.wearables:
-            if reading.device_id not in enrolled:
-                enrolled[reading.device_id] = self.rng.random() >= 0.02  # a few devices never enrolled
-            reg = regs.get(reading.person_id) if enrolled[reading.device_id] else None
+            reg = regs.get(reading.person_id) if self._enrolled(reading.device_id) else None
             sent = reading.measured + timedelta(seconds=self.rng.uniform(1, 90))  # phone sync delay
             record = flat.wearable_event(reading, reg, sent)
             if self.rng.random() < self.mess.malformed:
@@ -227,6 +235,8 @@ class FeedBuilder:
                                 sent_time=local(20, 30), payload=payload, content_type="application/edi-x12",
                                 records=tuple(FileRecord(record_id=r.claim_id, key=f"claims|{r.member_id}",
                                                          person_id=r.person_id) for r in remits)))
+        # Last, so that a device first seen here (no reading today) draws from self.rng after every other file.
+        out.append(self._enrollment_file(local(0, 30)))
         return out
 
     def _pharmacy_file(self, sent: datetime) -> FeedFile:
@@ -241,6 +251,20 @@ class FeedBuilder:
         file = flat.pharmacy_csv(dispenses, regs, day=self.day, created=sent)
         records = tuple(replace(r, defects=self._file_defects.get(r.record_id, ())) for r in file.records)
         return replace(file, sent_time=sent, records=records)
+
+    def _enrollment_file(self, sent: datetime) -> FeedFile:
+        """The wearables vendor's nightly roster: every enrolled device of every wearables user, by user id."""
+        enrollments = []
+        for person_id, reg in sorted(self.registry.primary.get("wearables", {}).items(), key=lambda i: i[1].mrn):
+            for device in self.people[person_id].devices:
+                if not self._enrolled(device):
+                    continue
+                # Enrolled on some day in the last three years, before the roster's day.
+                rng = self._roster_rng
+                on = self.day - timedelta(days=rng.randint(1, 3 * 365))
+                at = datetime.combine(on, time(rng.randint(7, 22), rng.randrange(60), rng.randrange(60)), REGION_TZ)
+                enrollments.append(flat.Enrollment(reg, device, at.astimezone(UTC)))
+        return flat.enrollment_csv(enrollments, day=self.day, created=sent)
 
     def _maybe_icd9(self, claim) -> tuple:  # noqa: ANN001 - Claim -> (Claim, defects)
         defects: tuple[str, ...] = ()

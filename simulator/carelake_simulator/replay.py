@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 from carelake.errors import CarelakeError, TopicError
-
 from carelake_simulator.model import FeedFile, FeedRecord
 
 if TYPE_CHECKING:
@@ -198,8 +197,14 @@ class _Progress:
         console = Console(stderr=True)
         if not console.is_terminal or console.is_dumb_terminal:
             return
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
-                                   TextColumn, TimeElapsedColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            ProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
         from rich.text import Text
 
         class Throughput(ProgressColumn):

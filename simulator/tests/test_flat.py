@@ -1,17 +1,26 @@
-"""The flat feeds: pharmacy and SDOH CSV files and wearable JSON events parse back to their inputs."""
+"""The flat feeds: pharmacy, SDOH and wearables enrollment CSV files and wearable JSON events parse back to
+their inputs."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from carelake_simulator import codes
 from carelake_simulator.formats import flat
-from carelake_simulator.model import (Address, Demographics, Dispense, Provider, Registration, SdohArea,
-                                      WearableReading)
+from carelake_simulator.model import (
+    Address,
+    Demographics,
+    Dispense,
+    Provider,
+    Registration,
+    SdohArea,
+    WearableReading,
+)
 
 DAY = date(2026, 1, 15)
 CREATED = datetime(2026, 1, 16, 5, 30, tzinfo=UTC)
@@ -113,6 +122,36 @@ def test_pharmacy_csv_is_deterministic_and_empty_day_has_a_header() -> None:
     assert a == b
     empty = flat.pharmacy_csv([], {}, day=DAY, created=CREATED)
     assert _parse(empty.payload) == [list(flat.PHARMACY_COLUMNS)] and empty.records == ()
+
+
+def test_enrollment_csv_round_trips_without_ssn_or_street() -> None:
+    user = replace(_reg("P0000001", "WU00000000a1", email="maria.t@example.com", ssn="900-11-2222"),
+                   source="wearables")
+    bare = replace(_reg("P0000002", "WU00000000b2", given='Jo "JJ"', family="O'Neil, Jr", birth_date=None,
+                        phone=None, address=None, sex="M"), source="wearables")
+    at = datetime(2025, 6, 1, 14, 5, 9, tzinfo=UTC)
+    file = flat.enrollment_csv([flat.Enrollment(user, "DEV-001-0000001", at),
+                                flat.Enrollment(bare, "DEV-001-0000002", at + timedelta(days=3))],
+                               day=DAY, created=CREATED)
+    assert (file.source, file.kind, file.content_type) == ("wearables", "enrollment_csv", "text/csv")
+    assert file.name == "enrollments_20260115.csv" and file.sent_time == CREATED
+    rows = _parse(file.payload)
+    assert tuple(rows[0]) == flat.ENROLLMENT_COLUMNS
+    first, second = (dict(zip(rows[0], r)) for r in rows[1:])
+    assert first == {"user_id": "WU00000000a1", "given_name": "Maria", "family_name": "Testperson",
+                     "birth_date": "1961-03-04", "sex": "F", "postal_code": "62701", "phone": "3125550100",
+                     "email": "maria.t@example.com", "device_id": "DEV-001-0000001",
+                     "enrolled_at": "2025-06-01T14:05:09Z"}
+    assert second["family_name"] == "O'Neil, Jr" and second["given_name"] == 'Jo "JJ"'
+    assert (second["birth_date"], second["postal_code"], second["phone"]) == ("", "", "")
+    assert b"900-11-2222" not in file.payload and b"Synthetic Way" not in file.payload
+    assert [(r.record_id, r.key, r.person_id) for r in file.records] == [
+        ("WU00000000a1", "wearables|WU00000000a1", "P0000001"), ("WU00000000b2", "wearables|WU00000000b2", "P0000002")]
+    assert file.payload.endswith(b"\r\n") and b"\n" not in file.payload.replace(b"\r\n", b"")
+    again = flat.enrollment_csv([flat.Enrollment(user, "DEV-001-0000001", at),
+                                 flat.Enrollment(bare, "DEV-001-0000002", at + timedelta(days=3))],
+                                day=DAY, created=CREATED)
+    assert again == file
 
 
 def test_sdoh_csv_round_trips() -> None:

@@ -13,7 +13,6 @@ import pytest
 from hl7apy import load_reference
 
 from carelake_simulator.formats import hl7v2
-from carelake_simulator.validate import validate_hl7
 from carelake_simulator.model import (
     Address,
     Appointment,
@@ -31,6 +30,7 @@ from carelake_simulator.model import (
     Risk,
     VitalSigns,
 )
+from carelake_simulator.validate import validate_hl7
 
 CHICAGO = ZoneInfo("America/Chicago")
 T0 = datetime(2026, 1, 15, 14, 30, 5, tzinfo=UTC)  # 08:30:05 in Chicago (CST, -0600)

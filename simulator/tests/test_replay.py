@@ -18,9 +18,20 @@ import pytest
 
 from carelake.stack.parts import free_port
 from carelake_simulator.model import FeedFile, FeedRecord
-from carelake_simulator.replay import (HL7_CONTENT_TYPE, Pace, Pacer, ReplayError, ReplayStats,
-                                       TargetUnreachableError, parse_ack, parse_rate, parse_speed,
-                                       replay_http, replay_kafka, replay_mllp)
+from carelake_simulator.replay import (
+    HL7_CONTENT_TYPE,
+    Pace,
+    Pacer,
+    ReplayError,
+    ReplayStats,
+    TargetUnreachableError,
+    parse_ack,
+    parse_rate,
+    parse_speed,
+    replay_http,
+    replay_kafka,
+    replay_mllp,
+)
 
 T0 = datetime(2026, 1, 15, 8, 0, tzinfo=UTC)
 

@@ -10,7 +10,6 @@ import pytest
 from carelake.stream.admin import create_topics
 from carelake.stream.selftest import count, read_topic
 from carelake.topics import Catalog
-
 from carelake_simulator.model import FeedFile, FeedRecord
 from carelake_simulator.replay import HL7_CONTENT_TYPE, Pace, ReplayError, replay_kafka
 

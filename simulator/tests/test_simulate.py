@@ -9,7 +9,7 @@ import math
 import subprocess
 import sys
 from collections import Counter, defaultdict
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -48,7 +48,7 @@ def test_all_eight_sources_deliver(day: tuple[Path, dict]) -> None:
     for kind in ("ehr:ADT^A01", "ehr:ADT^A03", "ehr:ADT^A04", "ehr:ADT^A08", "ehr:ORU^R01", "lab:ORU^R01",
                  "public_health:VXU^V04", "scheduling:SIU^S12", "scheduling:SIU^S15", "scheduling:SIU^S26",
                  "billing:DFT^P03", "claims:837P", "claims:835", "pharmacy:pharmacy_csv",
-                 "public_health:sdoh_csv", "wearables:wearable"):
+                 "public_health:sdoh_csv", "wearables:wearable", "wearables:enrollment_csv"):
         assert kind in kinds, kind
     by_count = Counter(expected["records_by_source"])
     assert by_count.most_common(1)[0][0] == "wearables"  # readings dominate a real day by count
@@ -57,7 +57,9 @@ def test_all_eight_sources_deliver(day: tuple[Path, dict]) -> None:
 def test_every_record_parses_with_external_parsers_unless_planted_malformed(day: tuple[Path, dict]) -> None:
     report = check_output(day[0])
     assert report.ok, report.failures[:5]
-    assert report.checked["hl7"] > 200 and report.checked["x12"] >= 2 and report.checked["csv"] == 2
+    csv_files = sum(1 for f in _rows(day[0] / "files.csv") if f["content_type"] == "text/csv")
+    assert csv_files == 3  # pharmacy dispenses, SDOH areas, wearables enrollment roster
+    assert report.checked["hl7"] > 200 and report.checked["x12"] >= 2 and report.checked["csv"] == csv_files
     assert report.malformed_rejected > 0
 
 
@@ -75,6 +77,36 @@ def test_truth_names_the_person_behind_every_record(day: tuple[Path, dict]) -> N
     for key, person in regs.items():
         keys_by_person[person].add(key.split("|", 1)[0])
     assert max(len(v) for v in keys_by_person.values()) >= 7
+
+
+def test_enrollment_roster_lists_exactly_the_enrolled_users(day: tuple[Path, dict]) -> None:
+    out, _ = day
+    roster = _rows(out / "wearables" / f"enrollments_{CONFIG.day:%Y%m%d}.csv")
+    # Who the readings say is enrolled: a reading names its user, or only its device when never enrolled.
+    index = _rows(out / "wearables" / f"wearables_{CONFIG.day:%Y%m%d}.index.csv")
+    users = {r["key"].split("|", 1)[1] for r in index if not r["key"].startswith("wearables|device:")}
+    unenrolled = {r["key"].split(":", 1)[1] for r in index if r["key"].startswith("wearables|device:")}
+    assert unenrolled, "a few devices are never enrolled"
+    assert [r["user_id"] for r in roster] == sorted(users)  # one row per enrolled user, by user id
+    assert not {r["device_id"] for r in roster} & unenrolled
+    # ... and no registrant of an unenrolled device is listed.
+    regs = _rows(out / "_truth" / "registrations.csv")
+    wearables = {r["person_id"]: r["mrn"] for r in regs if r["source"] == "wearables"}
+    people = {p["person_id"]: p["devices"].split(";") for p in _rows(out / "_truth" / "people.csv")}
+    never = {wearables[pid] for pid, devices in people.items() if set(devices) & unenrolled}
+    assert never and not never & {r["user_id"] for r in roster}
+    # A vendor roster: the user's own demographics and device, no SSN or street address.
+    assert set(roster[0]) == {"user_id", "given_name", "family_name", "birth_date", "sex", "postal_code", "phone",
+                              "email", "device_id", "enrolled_at"}
+    sent = next(f["sent_time"] for f in _rows(out / "files.csv") if f["kind"] == "enrollment_csv")
+    assert all(r["given_name"] and r["family_name"] for r in roster)
+    assert all(datetime.fromisoformat(r["enrolled_at"]) < datetime.fromisoformat(sent) for r in roster)
+    truth = {r["record_id"]: r for r in _rows(out / "_truth" / "records.csv") if r["kind"] == "enrollment_csv"}
+    assert len(truth) == len(roster)
+    for r in roster:
+        rec = truth[r["user_id"]]
+        assert rec["key"] == f"wearables|{r['user_id']}" and wearables[rec["person_id"]] == r["user_id"]
+        assert r["device_id"] in people[rec["person_id"]]
 
 
 def test_duplicate_pairs_are_the_same_person_in_the_same_system(day: tuple[Path, dict]) -> None:

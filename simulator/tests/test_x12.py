@@ -10,8 +10,8 @@ from itertools import takewhile
 
 import pytest
 import pyx12.x12file
+
 from carelake_simulator.formats import x12
-from carelake_simulator.validate import validate_x12
 from carelake_simulator.model import (
     Address,
     Claim,
@@ -25,6 +25,7 @@ from carelake_simulator.model import (
     Remittance,
     Risk,
 )
+from carelake_simulator.validate import validate_x12
 
 CREATED = datetime(2026, 1, 15, 4, 5, tzinfo=UTC)  # 22:05 the evening before in Chicago
 DAY = date(2026, 1, 14)

@@ -11,8 +11,8 @@ import importlib
 import logging
 import signal
 from collections.abc import Callable
-from typing import Protocol
 from importlib.metadata import entry_points
+from typing import Protocol
 
 from carelake.config import Settings
 from carelake.errors import ConfigError

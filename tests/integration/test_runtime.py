@@ -19,12 +19,20 @@ from confluent_kafka import Consumer, TopicPartition
 from carelake.config import Settings, repo_root
 from carelake.errors import ProcessingError, TransientError
 from carelake.serde import SchemaRegistry
+from carelake.stack.parts import free_port
 from carelake.stream.runtime import Runner, RunnerConfig, StreamService
-from carelake.stream.selftest import (DLQ_TOPIC, INPUT_TOPIC, RELAY_TOPIC, count, fill, read_topic, relay,
-                                      run_relay)
+from carelake.stream.selftest import (
+    DLQ_TOPIC,
+    INPUT_TOPIC,
+    RELAY_TOPIC,
+    count,
+    fill,
+    read_topic,
+    relay,
+    run_relay,
+)
 from carelake.stream.types import Emit, Record, Reject
 from carelake.topics import Catalog
-from carelake.stack.parts import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -176,7 +176,12 @@ def test_detect_format():
 
 
 def _slow_verdict(data: bytes) -> str:
-    from carelake_ingest_gateway.files import X12EnvelopeError, _slow_events, _walk_envelopes, read_isa
+    from carelake_ingest_gateway.files import (
+        X12EnvelopeError,
+        _slow_events,
+        _walk_envelopes,
+        read_isa,
+    )
 
     stream = io.BytesIO(data)
     try:

@@ -16,7 +16,13 @@ from carelake.serde import SchemaRegistry
 from carelake.stream.admin import create_topics
 from carelake.stream.selftest import count, read_topic
 from carelake.topics import Catalog
-from carelake_ingest_gateway.filesplit import FILES_TOPIC, FileBoard, FileRefused, FileTaker, Splitter
+from carelake_ingest_gateway.filesplit import (
+    FILES_TOPIC,
+    FileBoard,
+    FileRefused,
+    FileTaker,
+    Splitter,
+)
 from carelake_ingest_gateway.intake import RAW_TOPIC
 from carelake_ingest_gateway.replay import replay_files
 

@@ -16,12 +16,12 @@ import pytest
 
 from carelake.bronze.store import open_store
 from carelake.config import Settings, repo_root
+from carelake.stack.parts import free_port
 from carelake.stream.admin import create_topics
 from carelake.topics import Catalog
 from carelake_ingest_gateway.replay import bronze_envelopes
 from carelake_simulator.replay import replay_mllp
 from carelake_simulator.simulate import SimConfig, simulate
-from carelake.stack.parts import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -37,8 +37,8 @@ from carelake.errors import ConfigError
 from carelake.stack.parts import free_port
 from carelake.stream.admin import create_topics
 from carelake.topics import Catalog
-from carelake_ingest_gateway.hl7_ack import frame
 from carelake_ingest_gateway.filesplit import FileBoard, FileTaker
+from carelake_ingest_gateway.hl7_ack import frame
 from carelake_ingest_gateway.http_api import create_app, hash_key, make_server
 from carelake_ingest_gateway.intake import RAW_TOPIC, Intake
 from carelake_ingest_gateway.mllp import MllpServer

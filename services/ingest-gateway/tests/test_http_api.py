@@ -12,11 +12,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from carelake.bronze.store import BronzeStore, ObjectNotFoundError, open_store
+from carelake.bronze.store import BronzeStore, open_store
 from carelake.config import Settings
 from carelake.serde import SchemaRegistry
 from carelake.stream.admin import create_topics

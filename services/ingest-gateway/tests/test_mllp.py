@@ -32,8 +32,8 @@ from carelake.stream.admin import create_topics
 from carelake.stream.runtime import Runner, RunnerConfig
 from carelake.stream.selftest import count, read_topic
 from carelake.topics import Catalog
-from carelake_ingest_gateway.hl7_ack import frame
 from carelake_ingest_gateway.archiver import build_archiver
+from carelake_ingest_gateway.hl7_ack import frame
 from carelake_ingest_gateway.intake import RAW_TOPIC, Intake
 from carelake_ingest_gateway.ledger import Ledger
 from carelake_ingest_gateway.mllp import MllpServer

@@ -1,5 +1,5 @@
 """The feeds that are neither HL7 v2 nor X12: the pharmacy's dispense CSV, the public-health SDOH
-CSV and the wearables gateway's JSON events.
+CSV, the wearables gateway's JSON events and the wearables vendor's daily enrollment roster CSV.
 
 Pure functions of their inputs: the same values give the same bytes. The wearable renderer is on the
 hot path (hundreds of thousands of events a day), so it builds one small dict and calls json.dumps.
@@ -12,10 +12,18 @@ import io
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, tzinfo
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from carelake_simulator.model import (Dispense, FeedFile, FeedRecord, FileRecord, Registration, SdohArea,
-                                      WearableReading)
+from carelake_simulator.model import (
+    Dispense,
+    FeedFile,
+    FeedRecord,
+    FileRecord,
+    Registration,
+    SdohArea,
+    WearableReading,
+)
 
 # The pharmacy system's daily dispense export, in column order.
 PHARMACY_COLUMNS: tuple[str, ...] = (
@@ -24,6 +32,12 @@ PHARMACY_COLUMNS: tuple[str, ...] = (
     "pharmacy_npi",
 )
 SDOH_ID_COLUMNS: tuple[str, ...] = ("area_id", "state")
+# The wearables vendor's daily roster of enrolled users, in column order (a vendor's roster: no SSN,
+# no street address).
+ENROLLMENT_COLUMNS: tuple[str, ...] = (
+    "user_id", "given_name", "family_name", "birth_date", "sex", "postal_code", "phone", "email", "device_id",
+    "enrolled_at",
+)
 PHARMACY_TZ = ZoneInfo("America/Chicago")  # the pharmacy dates fills in its own (the region's) zone
 
 
@@ -85,6 +99,42 @@ def pharmacy_csv(dispenses: Sequence[Dispense], regs: Mapping[str, Registration]
         records.append(FileRecord(record_id=d.rx_number, key=f"pharmacy|{reg.mrn}", person_id=d.person_id))
     return FeedFile(source="pharmacy", name=f"pharmacy_dispenses_{day:%Y%m%d}.csv", kind="pharmacy_csv",
                     sent_time=created, payload=_csv_bytes(PHARMACY_COLUMNS, rows), content_type="text/csv",
+                    records=tuple(records))
+
+
+class Enrollment(NamedTuple):
+    """One device enrolled on a wearables user account."""
+
+    reg: Registration  # the wearables registration: user id (its MRN) and the demographics the user gave
+    device_id: str
+    enrolled_at: datetime
+
+
+def enrollment_csv(enrollments: Sequence[Enrollment], *, day: date, created: datetime) -> FeedFile:
+    """The wearables vendor's roster for ``day``: one row per enrolled device, in the given order.
+
+    ``user_id`` is the platform's user id (the registration's MRN, the ``user_id`` its readings carry);
+    the demographics are the registration's, as the user typed them; ``enrolled_at`` is a UTC instant.
+    """
+    rows: list[list[str]] = []
+    records: list[FileRecord] = []
+    for e in enrollments:
+        demo = e.reg.demo
+        rows.append([
+            e.reg.mrn,
+            demo.given,
+            demo.family,
+            demo.birth_date.isoformat() if demo.birth_date else "",
+            demo.sex,
+            demo.address.postal_code if demo.address else "",
+            demo.phone or "",
+            demo.email or "",
+            e.device_id,
+            iso_utc(e.enrolled_at),
+        ])
+        records.append(FileRecord(record_id=e.reg.mrn, key=e.reg.key, person_id=e.reg.person_id))
+    return FeedFile(source="wearables", name=f"enrollments_{day:%Y%m%d}.csv", kind="enrollment_csv",
+                    sent_time=created, payload=_csv_bytes(ENROLLMENT_COLUMNS, rows), content_type="text/csv",
                     records=tuple(records))
 
 

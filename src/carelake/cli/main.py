@@ -267,12 +267,11 @@ def bronze_replay(
     """
     from datetime import date as _date
 
+    from carelake.bronze.store import open_store
+    from carelake.topics import load_catalog
     from carelake_ingest_gateway.filesplit import FileBoard, FileTaker
     from carelake_ingest_gateway.intake import RAW_TOPIC
     from carelake_ingest_gateway.replay import replay, replay_files
-
-    from carelake.bronze.store import open_store
-    from carelake.topics import load_catalog
 
     try:
         first, last = _date.fromisoformat(since), _date.fromisoformat(until) if until else None
@@ -375,9 +374,8 @@ def simulate_replay(
     sources: Annotated[list[str] | None, typer.Option("--source", help="Only these sources")] = None,
 ) -> None:
     """Replay a simulated day to Kafka (source.<source>.v1), an MLLP listener or the HTTP gateway."""
-    from carelake_simulator import replay, store
-
     from carelake.topics import load_catalog
+    from carelake_simulator import replay, store
 
     if rate and speed:
         err.print("[red]error:[/red] give --rate or --speed, not both")
@@ -447,7 +445,8 @@ def convert(
     """
     from rich.markup import escape
 
-    from carelake_normalizer.convert import UsageError, run as convert_run
+    from carelake_normalizer.convert import UsageError
+    from carelake_normalizer.convert import run as convert_run
 
     try:
         code = convert_run(file, fmt=fmt, source=source, tz_name=tz, stdout=sys.stdout.buffer,
@@ -476,7 +475,8 @@ def terminology_load(
 
     from rich.markup import escape
 
-    from carelake_normalizer.terminology.load import KINDS, terminology_load as load
+    from carelake_normalizer.terminology.load import KINDS
+    from carelake_normalizer.terminology.load import terminology_load as load
 
     if kind not in KINDS:
         err.print(f"[red]error:[/red] unknown kind {kind!r}; one of {', '.join(KINDS)}", highlight=False)

@@ -4,6 +4,7 @@
 |---|---|---|---|
 | (pharmacy, csv) | ``map_pharmacy_csv`` | pharmacy.py | Patient, MedicationRequest, MedicationDispense |
 | (public_health, csv) | ``map_sdoh_csv`` | sdoh.py | Location, Observation (social-history) |
+| (wearables, csv): the enrollment roster (header: user_id) | (map_flat) | enrollment.py | Patient, Device |
 | (any, json / ndjson), a wearables-shaped object | ``map_wearable_json`` / ``map_ndjson_line`` | wearables.py | Device, Observation |
 
 ``map_flat`` picks one by (source, format). Every function returns a ``MapResult``; raises
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from datetime import tzinfo
 
 from carelake_normalizer.core import MappingError, MapResult
-from carelake_normalizer.flat import pharmacy, sdoh, wearables
+from carelake_normalizer.flat import enrollment, pharmacy, sdoh, wearables
 from carelake_normalizer.flat.common import (
     Builder,
     Header,
@@ -45,6 +46,7 @@ Terminology = Callable[[dict], object] | None
 CSV_MAPPINGS = {
     "pharmacy": ("pharmacy_csv", pharmacy.REQUIRED, pharmacy.map_row),
     "public_health": ("sdoh_csv", sdoh.REQUIRED, sdoh.map_row),
+    "wearables": ("enrollment_csv", enrollment.REQUIRED, enrollment.map_row),
 }
 JSON_FORMATS = ("json", "ndjson")
 
