@@ -319,7 +319,7 @@ class FeedFile:
 
     source: str
     name: str  # file name as delivered, e.g. "pharmacy_dispenses_20260115.csv"
-    kind: str  # 837P | 837I | 835 | pharmacy_csv | sdoh_csv
+    kind: str  # 837P | 837I | 835 | pharmacy_csv | sdoh_csv | enrollment_csv
     sent_time: datetime
     payload: bytes
     content_type: str  # application/edi-x12 | text/csv

@@ -33,7 +33,7 @@ ISA_ELEMENTS = (
 ISA_LENGTH = 106
 
 # CSV columns that identify a row / its patient in the exports we know (pharmacy, SDOH, generic).
-ID_COLUMNS = ("rx_number", "area_id", "record_id", "id")
+ID_COLUMNS = ("rx_number", "area_id", "user_id", "record_id", "id")  # pharmacy, SDOH, wearables roster
 PATIENT_COLUMNS = (("patient_id", "{}"), ("user_id", "{}"), ("area_id", "area:{}"))
 
 
