@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from carelake.cli.gold import gold_app, patient
 from carelake.config import settings
 from carelake.errors import CarelakeError
 
@@ -26,6 +27,8 @@ simulate_app = typer.Typer(help="The source simulator: a realistic day from eigh
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(simulate_app, name="simulate")
+app.add_typer(gold_app, name="gold")
+app.command("patient")(patient)
 out = Console()
 err = Console(stderr=True)
 

@@ -1,0 +1,15 @@
+-- Keys that must never be empty: ids, sources, types, versions and the times rows are ordered by.
+SELECT 'silver_resources' AS tbl, id FROM {db}.silver_resources FINAL
+WHERE id = '' OR resource_type = '' OR source = '' OR raw_id = '' OR bronze_key = '' OR version = 0 OR resource = ''
+UNION ALL SELECT 'patients', id FROM {db}.patients FINAL WHERE id = '' OR source = '' OR source_patient_key = ''
+UNION ALL SELECT 'encounters', id FROM {db}.encounters FINAL WHERE id = '' OR source = ''
+UNION ALL SELECT 'observations', id FROM {db}.observations FINAL WHERE id = '' OR source = ''
+UNION ALL SELECT 'conditions', id FROM {db}.conditions FINAL WHERE id = '' OR source = ''
+UNION ALL SELECT 'medications', id FROM {db}.medications FINAL WHERE id = '' OR source = ''
+UNION ALL SELECT 'claims', id FROM {db}.claims FINAL WHERE id = '' OR source = ''
+UNION ALL SELECT 'appointments', id FROM {db}.appointments FINAL WHERE id = '' OR source = ''
+UNION ALL SELECT 'immunizations', id FROM {db}.immunizations FINAL WHERE id = '' OR source = ''
+UNION ALL SELECT 'coverages', id FROM {db}.coverages FINAL WHERE id = '' OR source = ''
+UNION ALL SELECT 'euid_map', record_key FROM {db}.euid_map FINAL WHERE record_key = '' OR euid = '' OR event_id = ''
+UNION ALL SELECT 'raw_arrivals', id FROM {db}.raw_arrivals FINAL WHERE id = '' OR source = '' OR bronze_key = '' OR sha256 = ''
+UNION ALL SELECT 'dead_letters', id FROM {db}.dead_letters FINAL WHERE id = '' OR service = '' OR reason_code = ''
