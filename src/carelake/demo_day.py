@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,11 +40,15 @@ class DaySummary:
     caught_up: bool = False
 
 
-def run_day(s: Settings, day_dir: Path, workdir: Path, timeout_s: float = 900) -> DaySummary:
+def run_day(s: Settings, day_dir: Path, workdir: Path, timeout_s: float = 900, *, prefix: str | None = None,
+            inspect: Callable[[DaySummary, ServiceProcess, ServiceProcess], None] | None = None) -> DaySummary:
+    """``prefix``: the topics' prefix (default ``demo<utc time>.``); the topics are left in place.
+    ``inspect(summary, gateway, normalizer)``: called once caught up, before the processes stop
+    (their /metrics still answer)."""
     from carelake_ingest_gateway.launch import GatewayProcess
     from carelake_simulator.deliver import deliver_day
 
-    prefix = f"demo{datetime.now(UTC):%Y%m%d%H%M%S}."
+    prefix = prefix or f"demo{datetime.now(UTC):%Y%m%d%H%M%S}."
     shutil.rmtree(workdir, ignore_errors=True)  # the demo's own folder: the last run's Bronze and logs only
     catalog = load_catalog(s.topic_catalog, prefix)
     create_topics(catalog, s.bootstrap)
@@ -83,6 +88,8 @@ def run_day(s: Settings, day_dir: Path, workdir: Path, timeout_s: float = 900) -
             summary.rejected_by_reason[labels.get("reason", "?")] += int(value)
         for labels, value in normalizer.samples("carelake_normalizer_unmapped_total"):
             summary.unmapped_by_format[labels.get("format", "?")] += int(value)
+        if inspect is not None:
+            inspect(summary, gateway, normalizer)
     finally:
         summary.seconds = time.monotonic() - t0
         normalizer.stop()

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from carelake_normalizer.terminology import CodeFlag, MapStore, codeable_concepts, normalize_resource
 from carelake_normalizer.terminology import systems as S
 from carelake_normalizer.terminology.maps import GemRow, Icd10Entry, choose_gem_target
+from carelake_normalizer.terminology.normalize import CODE_FLAG
 
 EXT = S.NORMALIZED_FROM
 
@@ -99,7 +100,9 @@ def test_icd9_invalid_or_header_codes(store: MapStore, code: str, expected: set[
     d = condition(S.ICD9CM, code)
     flags = normalize_resource(d, "claims", store=store)
     assert {f.flag for f in flags} == expected
-    assert d["code"]["coding"] == [{"system": S.ICD9CM, "code": code}]  # kept, nothing added
+    (coding,) = d["code"]["coding"]  # kept, nothing added; the flags written on it
+    assert (coding["system"], coding["code"]) == (S.ICD9CM, code)
+    assert {e["valueCode"] for e in coding["extension"] if e["url"] == CODE_FLAG} == expected
 
 
 def test_gem_choice_rule() -> None:
@@ -122,8 +125,11 @@ def test_invalid_icd10_is_kept_and_flagged(store: MapStore, code: str) -> None:
     d = condition(S.ICD10CM, code)
     flags = normalize_resource(d, "ehr", store=store)
     assert flags == [CodeFlag("Condition.code", S.ICD10CM, code, "invalid_code", "ehr")]
-    assert d["code"]["coding"] == [{"system": S.ICD10CM, "code": code}]
+    assert d["code"]["coding"] == [{"system": S.ICD10CM, "code": code,
+                                    "extension": [{"url": CODE_FLAG, "valueCode": "invalid_code"}]}]
     Condition.model_validate(d)
+    normalize_resource(d, "ehr", store=store)  # again: the flag is not written twice
+    assert len(d["code"]["coding"][0]["extension"]) == 1
 
 
 def test_icd10_header_is_non_billable(store: MapStore) -> None:

@@ -24,6 +24,10 @@ arrived with (which stay, unchanged), each with ``userSelected: false`` and the 
 extension naming the original and the map (``<system>|<code>|<map name>@<version>``). A coding
 already present is not added twice, and codings this pass added are not visited again, so running
 the pass twice adds nothing more (flags are reported again).
+
+Every flag is also written into the resource, so Silver readers see it per record (the counter only
+sees totals): the flagged coding gets the ``code-flag`` extension, ``valueCode`` the flag name
+(once per flag; the ICD-10-CM target of an ICD-9 map carries that target's own ``non_billable``).
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ UNKNOWN = "unknown_code"
 DEPRECATED = "deprecated_code"
 FLAG_NAMES = (INVALID, NON_BILLABLE, APPROXIMATE, UNMAPPED, NOT_IN_DIRECTORY, UNKNOWN, DEPRECATED)
 
+# The extension a flagged coding carries, valueCode one of FLAG_NAMES (FHIR allows extensions on a Coding).
+CODE_FLAG = "https://carelake.dev/fhir/StructureDefinition/code-flag"
+
 # Format normalizations are "maps" too: their extension cites these.
 ICD10_DOTTED = "icd10cm-dotted@1"
 NDC_11 = "ndc-11-digit@1"
@@ -70,16 +77,21 @@ class CodeFlag:
 class _Pass:
     """The state of one call: the store, the source, what to add and what was found."""
 
-    __slots__ = ("store", "source", "path", "added", "flags")
+    __slots__ = ("store", "source", "path", "added", "flags", "coding")
 
     def __init__(self, store: MapStore, source: str) -> None:
         self.store, self.source = store, source
         self.path = ""
         self.added: list[dict] = []
         self.flags: list[CodeFlag] = []
+        self.coding: dict = {}  # the coding being visited: where a flag is written
 
-    def flag(self, system: str, code: str, flag: str) -> None:
+    def flag(self, system: str, code: str, flag: str, on: dict | None = None) -> None:
         self.flags.append(CodeFlag(self.path, system, code, flag, self.source))
+        coding = self.coding if on is None else on
+        ext = coding.setdefault("extension", [])
+        if not any(isinstance(e, dict) and e.get("url") == CODE_FLAG and e.get("valueCode") == flag for e in ext):
+            ext.append({"url": CODE_FLAG, "valueCode": flag})
 
     def add(self, system: str, code: str, display: str | None, orig_system: str, orig_code: str, tag: str) -> None:
         coding: dict = {
@@ -131,7 +143,7 @@ def _icd9(p: _Pass, coding: dict, code: str) -> None:
     if choice.approximate:
         p.flag(systems.ICD9CM, code, APPROXIMATE)
     if not choice.billable:
-        p.flag(systems.ICD10CM, choice.target, NON_BILLABLE)
+        p.flag(systems.ICD10CM, choice.target, NON_BILLABLE, on=p.added[-1])
 
 
 def _ndc(p: _Pass, coding: dict, code: str) -> None:
@@ -263,6 +275,7 @@ def normalize_resource(resource: dict, source: str, *, store: MapStore | None = 
             if not isinstance(system, str) or not isinstance(code, str):
                 continue
             handler = _HANDLERS.get(system) or _HANDLERS.get(systems.ALIASES.get(system, ""))
+            p.coding = coding
             if handler is not None:
                 handler(p, coding, code)
             elif system.startswith(systems.LOCAL_PREFIX):
