@@ -15,6 +15,7 @@ from rich.table import Table
 
 from carelake.cli.gold import gold_app, patient
 from carelake.config import settings
+from carelake_dedup_mpi.cli import app as mpi_app
 from carelake.errors import CarelakeError
 
 app = typer.Typer(help="carelake: a streaming healthcare data lake.", no_args_is_help=True,
@@ -28,6 +29,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(gold_app, name="gold")
+app.add_typer(mpi_app, name="mpi")
 app.command("patient")(patient)
 out = Console()
 err = Console(stderr=True)
