@@ -15,8 +15,8 @@ from rich.table import Table
 
 from carelake.cli.gold import gold_app, patient
 from carelake.config import settings
-from carelake_dedup_mpi.cli import app as mpi_app
 from carelake.errors import CarelakeError
+from carelake_dedup_mpi.cli import app as mpi_app
 
 app = typer.Typer(help="carelake: a streaming healthcare data lake.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
