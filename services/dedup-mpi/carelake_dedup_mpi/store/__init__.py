@@ -1,0 +1,1 @@
+"""The MPI's PostgreSQL side: schema migrations, the candidate index and the MpiStore."""
