@@ -1,9 +1,10 @@
-"""The demo's pipeline step: a simulated day through the real gateway and normalizer processes.
+"""The demo's pipeline step: a simulated day through every built service as a real process.
 
-Fresh topics (a timestamped prefix), the ingest-gateway and the normalizer started as
-`carelake run` processes, the day delivered the way each source sends it (HL7 over MLLP,
-wearables over Kafka, files over HTTP), then a wait until Bronze and Silver have caught up, and a
-summary read from the processes' own metrics and the topics.
+Fresh topics (a timestamped prefix), a fresh MPI database in PostgreSQL and a fresh Gold database,
+the ingest-gateway, normalizer, dedup-mpi and lake-writer started as `carelake run` processes, the
+day delivered the way each source sends it (HL7 over MLLP, wearables over Kafka, files over HTTP),
+then a wait until every layer has caught up (Bronze, Silver, the MPI, Gold), and a summary read
+from the processes' own metrics, the topics and Gold.
 """
 
 from __future__ import annotations
@@ -15,13 +16,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from carelake.bronze.store import open_store
 from carelake.config import Settings
 from carelake.launch import ServiceProcess
+from carelake.stack.parts import free_port
 from carelake.stream.admin import create_topics
 from carelake.stream.selftest import count
-from carelake.topics import load_catalog
+from carelake.topics import Catalog, load_catalog
+
+LAKE_INPUTS = ("silver.linked.v1", "mpi.links.v1", "bronze.raw.v1", "dlq.normalizer.v1", "dlq.ingest-gateway.v1",
+               "dlq.dedup-mpi.v1")
 
 
 @dataclass
@@ -38,17 +44,47 @@ class DaySummary:
     unmapped_by_format: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     caught_up: bool = False
+    # With the MPI and Gold (full=True):
+    mpi_database: str = ""
+    gold_url: str = ""
+    linked: int = 0  # silver.linked.v1 envelopes
+    mpi_decisions: Counter[str] = field(default_factory=Counter)  # "LINK/auto_link" -> events
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # layer -> seconds from start to caught up
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
+
+
+def _pg_database(dsn: str, name: str) -> str:
+    """Create database ``name`` on the server of ``dsn``; its DSN."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return make_conninfo(dsn, dbname=name)
+
+
+def _count(s: Settings, catalog: Catalog, topic: str) -> int:
+    return count(s.bootstrap, catalog.physical(topic))
 
 
 def run_day(s: Settings, day_dir: Path, workdir: Path, timeout_s: float = 900, *, prefix: str | None = None,
-            inspect: Callable[[DaySummary, ServiceProcess, ServiceProcess], None] | None = None) -> DaySummary:
+            inspect: Callable[[DaySummary, ServiceProcess, ServiceProcess], None] | None = None,
+            full: bool = False, on_progress: Callable[[str], None] | None = None) -> DaySummary:
     """``prefix``: the topics' prefix (default ``demo<utc time>.``); the topics are left in place.
     ``inspect(summary, gateway, normalizer)``: called once caught up, before the processes stop
-    (their /metrics still answer)."""
+    (their /metrics still answer). ``full``: also run dedup-mpi and the lake-writer (a fresh MPI
+    database and Gold database named after the run, left in place for queries) and wait for Gold.
+    ``on_progress``: told what is being waited for, now and then."""
     from carelake_ingest_gateway.launch import GatewayProcess
     from carelake_simulator.deliver import deliver_day
 
-    prefix = prefix or f"demo{datetime.now(UTC):%Y%m%d%H%M%S}."
+    say = on_progress or (lambda _: None)
+    stamp = f"{datetime.now(UTC):%Y%m%d%H%M%S}"
+    prefix = prefix or f"demo{stamp}."
     shutil.rmtree(workdir, ignore_errors=True)  # the demo's own folder: the last run's Bronze and logs only
     catalog = load_catalog(s.topic_catalog, prefix)
     create_topics(catalog, s.bootstrap)
@@ -56,10 +92,26 @@ def run_day(s: Settings, day_dir: Path, workdir: Path, timeout_s: float = 900, *
     gateway = GatewayProcess(prefix, workdir / "gateway")
     normalizer = ServiceProcess("normalizer", workdir / "normalizer.log",
                                 {"CARELAKE_TOPIC_PREFIX": prefix, "CARELAKE_BRONZE_DIR": str(gateway.bronze)})
+    downstream: list[ServiceProcess] = []
+    if full:
+        run_name = "run_" + prefix.strip(".").replace("-", "_").replace(".", "_")
+        summary.mpi_database = run_name
+        summary.gold_url = _with_database(s.gold, run_name)
+        mpi_dsn = _pg_database(s.postgres_dsn, run_name)
+        downstream = [
+            ServiceProcess("dedup-mpi", workdir / "dedup-mpi.log",
+                           {"CARELAKE_TOPIC_PREFIX": prefix, "CARELAKE_PG_DSN": mpi_dsn,
+                            "CARELAKE_MPI_API_PORT": str(free_port())}),
+            ServiceProcess("lake-writer", workdir / "lake-writer.log",
+                           {"CARELAKE_TOPIC_PREFIX": prefix, "CARELAKE_GOLD_URL": summary.gold_url}),
+        ]
     t0 = time.monotonic()
     try:
         gateway.start()
         normalizer.start()
+        for proc in downstream:
+            proc.start()
+        say("delivering the day through MLLP, HTTP and Kafka")
         delivery = deliver_day(day_dir, mllp_ports=gateway.ports, http_url=gateway.http_url,
                                api_keys=gateway.api_keys, bootstrap=s.bootstrap, catalog=catalog)
         if delivery.errors:
@@ -67,20 +119,9 @@ def run_day(s: Settings, day_dir: Path, workdir: Path, timeout_s: float = 900, *
         for name, stats in sorted(delivery.lanes.items()):
             if stats.sent or stats.failed:
                 summary.delivered[name], summary.refused[name] = stats.sent, stats.failed
-        raw = catalog.physical("bronze.raw.v1")
-        deadline, last, steady = time.monotonic() + timeout_s, -1, 0
-        while time.monotonic() < deadline:
-            on_topic = count(s.bootstrap, raw)
-            consumed = normalizer.metric("carelake_consumed_total", service="normalizer")
-            archived = gateway.metric("carelake_consumed_total", service="ingest-archiver")
-            steady = steady + 1 if on_topic == last else 0
-            last = on_topic
-            if steady >= 3 and consumed >= on_topic and archived >= on_topic:
-                summary.caught_up = True
-                break
-            time.sleep(1)
-        summary.raw_envelopes = last
-        summary.gateway_dlq = count(s.bootstrap, catalog.physical("dlq.ingest-gateway.v1"))
+        summary.caught_up = _wait(s, catalog, summary, gateway, normalizer, downstream, t0, timeout_s, say)
+        summary.raw_envelopes = _count(s, catalog, "bronze.raw.v1")
+        summary.gateway_dlq = _count(s, catalog, "dlq.ingest-gateway.v1")
         summary.bronze_objects = sum(1 for _ in open_store(Settings(bronze_dir=gateway.bronze)).list(""))
         for labels, value in normalizer.samples("carelake_normalizer_resources_total"):
             summary.silver_by_type[labels.get("resource_type", "?")] += int(value)
@@ -88,10 +129,47 @@ def run_day(s: Settings, day_dir: Path, workdir: Path, timeout_s: float = 900, *
             summary.rejected_by_reason[labels.get("reason", "?")] += int(value)
         for labels, value in normalizer.samples("carelake_normalizer_unmapped_total"):
             summary.unmapped_by_format[labels.get("format", "?")] += int(value)
+        if full:
+            summary.linked = _count(s, catalog, "silver.linked.v1")
+            for labels, value in downstream[0].samples("carelake_mpi_decisions_total"):
+                summary.mpi_decisions[f"{labels.get('event_type')}/{labels.get('outcome') or '-'}"] += int(value)
         if inspect is not None:
             inspect(summary, gateway, normalizer)
     finally:
         summary.seconds = time.monotonic() - t0
+        for proc in reversed(downstream):
+            proc.stop()
         normalizer.stop()
         gateway.stop()
     return summary
+
+
+def _wait(s: Settings, catalog: Catalog, summary: DaySummary, gateway: ServiceProcess, normalizer: ServiceProcess,
+          downstream: list[ServiceProcess], t0: float, timeout_s: float, say: Callable[[str], None]) -> bool:
+    """Until every layer has consumed everything upstream of it, three checks in a row (or the timeout)."""
+    deadline, last, steady = time.monotonic() + timeout_s, None, 0
+    while time.monotonic() < deadline:
+        raw = _count(s, catalog, "bronze.raw.v1")
+        layers = {"bronze": (gateway.metric("carelake_consumed_total", service="ingest-archiver"), raw),
+                  "silver": (normalizer.metric("carelake_consumed_total", service="normalizer"), raw)}
+        if downstream:
+            mpi, lake = downstream
+            layers["mpi"] = (mpi.metric("carelake_consumed_total", service="dedup-mpi"),
+                             _count(s, catalog, "silver.fhir.v1"))
+            layers["gold"] = (lake.metric("carelake_consumed_total", service="lake-writer"),
+                              sum(_count(s, catalog, t) for t in LAKE_INPUTS))
+        for layer, (done, total) in layers.items():  # when each layer last caught up with its input
+            if done < total:
+                summary.stage_seconds.pop(layer, None)
+            elif total:
+                summary.stage_seconds.setdefault(layer, round(time.monotonic() - t0, 1))
+        totals = tuple(total for _, total in layers.values())
+        steady = steady + 1 if totals == last else 0
+        last = totals
+        behind = {layer: int(total - done) for layer, (done, total) in layers.items() if done < total}
+        if steady >= 3 and not behind:
+            return True
+        say("waiting for " + ", ".join(f"{layer} ({n:,} behind)" for layer, n in behind.items())
+            if behind else "waiting for the topics to settle")
+        time.sleep(1)
+    return False
