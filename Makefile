@@ -12,8 +12,9 @@ help:
 setup: ## Install Python deps (uv.lock), system packages and Kafka's jars (idempotent)
 	@deploy/local/setup.sh
 
-demo: setup ## Set up, start the local stack and run what exists end to end
-	@$(CARELAKE) demo
+PATIENTS ?= 5000
+demo: setup ## Set up, start the stack, stream a simulated day through every layer to Gold (PATIENTS=45000: the reference day)
+	@$(CARELAKE) demo --patients $(PATIENTS)
 
 test: setup ## Set up and run the whole suite against the real local stack
 	@$(PYTEST)

@@ -215,16 +215,46 @@ def _print_day(day) -> None:  # noqa: ANN001 - carelake.demo_day.DaySummary, imp
         out.print("normalizer DLQ by reason: " + ", ".join(f"{r} {n:,}" for r, n in day.rejected_by_reason.most_common()))
     if day.unmapped_by_format:
         out.print("kept, not yet mapped: " + ", ".join(f"{f} {n:,}" for f, n in day.unmapped_by_format.most_common()))
+    if day.mpi_decisions:
+        out.print(f"silver.linked.v1: {day.linked:,} resources stamped with an EUID; MPI decisions: "
+                  + ", ".join(f"{k} {n:,}" for k, n in day.mpi_decisions.most_common()))
     state = "caught up" if day.caught_up else "[red]did NOT catch up before the timeout[/red]"
-    out.print(f"pipeline {state} in {day.seconds:.1f}s")
+    stages = ", ".join(f"{layer} {sec:.0f}s" for layer, sec in day.stage_seconds.items())
+    out.print(f"pipeline {state} in {day.seconds:.1f}s (each layer caught up at: {stages})")
+
+
+def _print_gold(day) -> None:  # noqa: ANN001 - carelake.demo_day.DaySummary
+    from carelake.gold.client import gold_client
+    from carelake_lake_writer.queries import patient_360
+    from carelake_lake_writer.render import render_patient
+    from carelake_lake_writer.summary import gold_summary
+
+    client = gold_client(day.gold_url)
+    g = gold_summary(client, client.database)
+    table = Table("source", "bronze", "silver (raw msgs)", "linked resources (with EUID)", "dead letters",
+                  title=f"Gold: records per source and layer (database {client.database})")
+    for source in sorted(g.layers):
+        layers = g.layers[source]
+        b, si, li = (layers.get(k, (0, 0, 0)) for k in ("bronze", "silver", "linked"))
+        table.add_row(source, f"{b[1]:,}", f"{si[1]:,}", f"{li[0]:,} ({li[1]:,})", f"{b[2] + si[2] + li[2]:,}")
+    out.print(table)
+    rate = f"{g.success_rate:.3%}" if g.success_rate is not None else "n/a"
+    lag = (f"p50 {g.lag_p50_s:.1f}s, p99 {g.lag_p99_s:.1f}s" if g.lag_p50_s is not None else "n/a")
+    out.print(f"success rate (arrived -> Silver): {rate}; end-to-end lag (gateway arrival -> Gold): {lag}")
+    out.print(f"persons (one row per EUID in patient_360): {g.persons:,}; known to 2+ sources: "
+              f"{g.persons_multi_source:,}")
+    if g.dead_letters:
+        out.print("dead letters by service/reason: " + ", ".join(f"{k} {n:,}" for k, n in g.dead_letters.items()))
+    if g.showcase:
+        person = patient_360(client, client.database, g.showcase)
+        if person is not None:
+            out.print(render_patient(person))
 
 
 @app.command("demo")
-def demo(messages: Annotated[int, typer.Option(help="Messages to stream through the runtime")] = 20_000,
-         patients: Annotated[int, typer.Option(help="Patients in the simulated day")] = 5_000) -> None:
-    """Bring the stack up and show what exists end to end today."""
-    from carelake import services
-
+def demo(patients: Annotated[int, typer.Option(help="Patients in the simulated day (45000 = the reference day)")] = 5_000,
+         stop: Annotated[bool, typer.Option("--stop", help="Stop the local stack when done")] = False) -> None:
+    """The main job: a simulated day from the eight sources through Bronze, Silver, the MPI and Gold."""
     t0 = time.monotonic()
     day_dir = settings().home / "demo" / "day"
     out.rule("carelake demo")
@@ -232,31 +262,34 @@ def demo(messages: Annotated[int, typer.Option(help="Messages to stream through 
     stack_up(None)
     out.print("2. Creating the catalog's topics and registering their Avro contracts")
     topics_create()
-    out.print(f"3. Streaming {messages:,} raw envelopes (1 KiB payloads) through the stream runtime")
-    subprocess.run([sys.executable, "-m", "carelake.demo", "--messages", str(messages)], check=True)
-    out.print(f"4. Simulating one day of the eight source systems for {patients:,} patients into {day_dir}")
+    out.print(f"3. Simulating one day of the eight source systems for {patients:,} patients into {day_dir}")
     cli = [sys.executable, "-m", "carelake.cli", "simulate"]
     subprocess.run([*cli, "--patients", str(patients), "--out", str(day_dir)], check=True)
-    out.print("5. Checking every simulated message and file with external parsers (hl7apy, pyx12, csv, json)")
-    subprocess.run([*cli, "check", str(day_dir), "--hl7-limit", "300"], check=True)
-    out.print("6. Starting the ingest-gateway and the normalizer as real processes on fresh topics, and sending "
-              "the day the way each source sends it: HL7 over MLLP, wearables over Kafka, files over HTTP")
+    out.print("4. Starting ingest-gateway, normalizer, dedup-mpi and lake-writer as real processes on fresh "
+              "topics (a fresh MPI database and Gold database), and sending the day the way each source "
+              "sends it: HL7 over MLLP, wearables over Kafka, files over HTTP")
     from carelake.demo_day import run_day
 
-    with out.status("delivering and waiting until Bronze and Silver have caught up"):
-        day = run_day(settings(), day_dir, settings().home / "demo" / "pipeline")
+    with out.status("starting") as status:
+        day = run_day(settings(), day_dir, settings().home / "demo" / "pipeline", full=True,
+                      on_progress=lambda what: status.update(what))
     _print_day(day)
-    built = sorted(services.registered())
-    out.rule("what this demo did not do")
+    out.print("5. What Gold holds")
+    _print_gold(day)
+    out.rule("next")
     out.print(
-        "The normalizer maps every format the gateway takes (HL7 v2, X12 837/835, pharmacy and SDOH CSV, "
-        "wearables JSON) but misses its speed target (see services/normalizer/README.md). dedup-mpi, "
-        "quality-monitor, feature-store, scorer and lake-writer are not built yet, so nothing reaches "
-        f"Gold. Built services: {', '.join(built) or 'none'}. Topics of this run: prefix {day.prefix!r}; "
-        f"Bronze and logs under {day.workdir}. The stack keeps running: `make status` shows it, "
-        "`make down` stops it."
-    )
+        f"Query this run's Gold: CARELAKE_GOLD_URL={day.gold_url} carelake gold query \"SELECT * FROM "
+        f"patient_360 LIMIT 5\" (or carelake patient SOURCE:MRN). Its MPI: database {day.mpi_database!r} on "
+        f"the stack's PostgreSQL. Topics: prefix {day.prefix!r}; Bronze and logs under {day.workdir}. "
+        "Not built yet: quality-monitor, feature-store, scorer (quality measures, features and scores).")
+    if stop:
+        stack_down(None)
+        out.print("stack stopped")
+    else:
+        out.print("The stack keeps running: `make status` shows it, `make down` stops it.")
     out.print(f"done in {time.monotonic() - t0:.1f}s")
+    if not day.caught_up:
+        raise typer.Exit(1)
 
 
 @app.command("replay")

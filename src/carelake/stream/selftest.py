@@ -1,4 +1,4 @@
-"""A relay through the real runtime on the real broker, shared by `carelake demo` and the bench.
+"""A relay through the real runtime on the real broker, shared by the runtime bench and its tests.
 
 It fills a uuid-prefixed copy of ``bronze.raw.v1`` with synthetic envelopes (no PHI: the payload
 is filler bytes) plus some corrupt messages, relays them unchanged to a scratch topic through the
