@@ -9,6 +9,7 @@ from the processes' own metrics, the topics and Gold.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections import Counter
@@ -50,6 +51,7 @@ class DaySummary:
     linked: int = 0  # silver.linked.v1 envelopes
     mpi_decisions: Counter[str] = field(default_factory=Counter)  # "LINK/auto_link" -> events
     stage_seconds: dict[str, float] = field(default_factory=dict)  # layer -> seconds from start to caught up
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # process -> CPU seconds used during the run
 
 
 def _with_database(url: str, database: str) -> str:
@@ -65,6 +67,22 @@ def _pg_database(dsn: str, name: str) -> str:
     with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     return make_conninfo(dsn, dbname=name)
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds a process (and its waited-for children) has used so far; 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except (OSError, TypeError):
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks  # utime stime cutime cstime
+
+
+def _stack_pids(s: Settings) -> dict[str, int]:
+    from carelake.stack import manager
+
+    return {f"stack:{p.name}": p.pid for p in manager.status(s) if p.pid}
 
 
 def _count(s: Settings, catalog: Catalog, topic: str) -> int:
@@ -106,6 +124,7 @@ def run_day(s: Settings, day_dir: Path, workdir: Path, timeout_s: float = 900, *
                            {"CARELAKE_TOPIC_PREFIX": prefix, "CARELAKE_GOLD_URL": summary.gold_url}),
         ]
     t0 = time.monotonic()
+    stack_cpu = {name: cpu_seconds(pid) for name, pid in _stack_pids(s).items()}
     try:
         gateway.start()
         normalizer.start()
@@ -133,6 +152,10 @@ def run_day(s: Settings, day_dir: Path, workdir: Path, timeout_s: float = 900, *
             summary.linked = _count(s, catalog, "silver.linked.v1")
             for labels, value in downstream[0].samples("carelake_mpi_decisions_total"):
                 summary.mpi_decisions[f"{labels.get('event_type')}/{labels.get('outcome') or '-'}"] += int(value)
+        for proc in (gateway, normalizer, *downstream):
+            summary.cpu_seconds[proc.name] = round(cpu_seconds(proc.proc.pid if proc.proc else None), 1)
+        for name, pid in _stack_pids(s).items():
+            summary.cpu_seconds[name] = round(cpu_seconds(pid) - stack_cpu.get(name, 0.0), 1)
         if inspect is not None:
             inspect(summary, gateway, normalizer)
     finally:
