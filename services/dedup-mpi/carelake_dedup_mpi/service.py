@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from carelake.config import Settings
 from carelake.stream.runtime import StreamService
@@ -53,6 +53,10 @@ UNKEYED = Counter("carelake_mpi_resources_unkeyed_total",
                   "Silver resources with no patient key, passed through without an EUID, by source", ["source"])
 DECISIONS = Counter("carelake_mpi_decisions_total", "MPI link events by type and outcome, per source",
                     ["source", "event_type", "outcome"])
+REVIEW_DEPTH = Gauge("carelake_mpi_review_queue_depth", "Open review items waiting for a data steward")
+DUPLICATES = Counter("carelake_mpi_duplicates_found_total",
+                     "Source records found to be a person the index already knew (auto-links and merges), "
+                     "by the record's source", ["source"])
 BATCH_LINK_SECONDS = Histogram("carelake_mpi_batch_link_seconds",
                                "Seconds to link one batch's Patient records in PostgreSQL (the per-record "
                                "latency of a record in that batch)",
@@ -76,9 +80,10 @@ def _source_of(key: str) -> str:
 class Mpi:
     """The service's process function over an MpiStore (the PostgreSQL index)."""
 
-    def __init__(self, store: Any, outbox_batch: int = 5000) -> None:
+    def __init__(self, store: Any, outbox_batch: int = 5000, review_every_s: float = 10.0) -> None:
         self.store = store
         self.outbox_batch = outbox_batch
+        self.review_every_s, self._review_at = review_every_s, 0.0
 
     def process(self, batch: Sequence[Record]) -> list[Output]:
         now = datetime.now(UTC)
@@ -126,6 +131,9 @@ class Mpi:
             LINKED.labels(env["source"]).inc()
             out.append(Emit(LINKED_TOPIC, {**env, "euid": euid}, euid))
         out.extend(self._outbox())
+        if time.monotonic() - self._review_at >= self.review_every_s:
+            REVIEW_DEPTH.set(self.store.open_reviews())
+            self._review_at = time.monotonic()
         return out
 
     def _outbox(self) -> list[Output]:
@@ -134,7 +142,10 @@ class Mpi:
         if not events:
             return []
         for e in events:
-            DECISIONS.labels(_source_of(e["record_key"]), e["event_type"], e.get("outcome") or "").inc()
+            source = _source_of(e["record_key"])
+            DECISIONS.labels(source, e["event_type"], e.get("outcome") or "").inc()
+            if e.get("outcome") == "auto_link" or e["event_type"] == "MERGE":
+                DUPLICATES.labels(source).inc()
         emits: list[Output] = [Emit(LINKS_TOPIC, e, e["record_key"]) for e in events]
         return [*emits, Write([e["event_id"] for e in events])]
 

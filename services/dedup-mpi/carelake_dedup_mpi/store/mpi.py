@@ -228,6 +228,11 @@ class MpiStore:
         return self._audited(operator, "events", euid, lambda conn, now: operations.events(conn, euid),
                              lambda out: {"events": len(out)})
 
+    def open_reviews(self) -> int:
+        """How many review items wait for a data steward (a metric: no PHI, not audited)."""
+        return int(self._run(lambda conn: conn.execute(
+            "SELECT count(*) FROM review_item WHERE status = 'open'").fetchone()[0]))
+
 
 def _summary(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if k != "events"} | {"events": len(result.get("events", ()))}
