@@ -31,6 +31,10 @@ class Mapped:
     event_time: datetime | None  # UTC
     phi_paths: list[str] = field(default_factory=list)
     security_labels: list[str] = field(default_factory=list)
+    # Validation established that the resource holds only JSON data (validate.check): the envelope
+    # may write it with the fast serializer. False: the standard library writes it (and refuses
+    # what JSON cannot carry).
+    plain_json: bool = False
 
 
 @dataclass(slots=True, frozen=True)

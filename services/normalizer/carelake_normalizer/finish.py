@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from carelake_normalizer.core import Mapped, PartRejected
 from carelake_normalizer.phi import phi_paths, security_labels
-from carelake_normalizer.validate import validate
+from carelake_normalizer.validate import check
 
 
 class Built(NamedTuple):
@@ -42,10 +42,11 @@ def finish_resources(built: Iterable[Built], raw_id: str | None,
         if terminology is not None:
             terminology(res)
         labels = security_labels(res)
-        bad = validate(res)
+        bad, plain = check(res)
         if bad is not None:
             rejected.append(PartRejected(bad.reason_code, f"{b.label}: {bad.reason}", bad.where, b.position,
                                          b.resource_type))
             continue
-        resources.append(Mapped(res, b.resource_type, b.id, b.patient_key, b.event_time, phi_paths(res), labels))
+        resources.append(Mapped(res, b.resource_type, b.id, b.patient_key, b.event_time, phi_paths(res), labels,
+                                plain))
     return resources

@@ -121,8 +121,29 @@ def _compiled(resource_type: str) -> list[tuple[str, str]]:
     return found
 
 
+_PATHS_SEEN: dict[tuple, tuple[str, ...]] = {}  # (type, element names, extension urls) -> paths
+_PATHS_LIMIT = 10_000
+
+
 def phi_paths(resource: dict) -> list[str]:
-    """The declared PHI paths present in ``resource`` (in table order)."""
+    """The declared PHI paths present in ``resource`` (in table order).
+
+    They follow from the resource type, its element names and its extension URLs only, so the
+    answer is remembered by those (a mapping emits few such combinations).
+    """
+    rt = resource["resourceType"]
+    extensions = resource.get("extension")
+    k = (rt, tuple(resource), tuple([e.get("url") for e in extensions]) if extensions else ())
+    found = _PATHS_SEEN.get(k)
+    if found is None:
+        found = tuple(_phi_paths(resource))
+        if len(_PATHS_SEEN) >= _PATHS_LIMIT:
+            _PATHS_SEEN.clear()
+        _PATHS_SEEN[k] = found
+    return list(found)
+
+
+def _phi_paths(resource: dict) -> list[str]:
     rt = resource["resourceType"]
     out = []
     for path, element in _compiled(rt):
@@ -176,8 +197,12 @@ def _concept(concept: dict, found: set[str]) -> None:
 def security_labels(resource: dict) -> list[str]:
     """Set ``resource.meta.security`` (confidentiality + sensitivity) and return the codes."""
     labels = sensitivity(resource)
-    conf = "R" if _RESTRICTED.intersection(labels) else "N"
-    security = [{"system": CONFIDENTIALITY, "code": conf, "display": _CONF_DISPLAY[conf]}]
-    security += [{"system": ACT_CODE, "code": c, "display": _SENSITIVITY_DISPLAY[c]} for c in labels]
+    if not labels:  # the usual case
+        security = [{"system": CONFIDENTIALITY, "code": "N", "display": "normal"}]
+        conf = "N"
+    else:
+        conf = "R" if _RESTRICTED.intersection(labels) else "N"
+        security = [{"system": CONFIDENTIALITY, "code": conf, "display": _CONF_DISPLAY[conf]}]
+        security += [{"system": ACT_CODE, "code": c, "display": _SENSITIVITY_DISPLAY[c]} for c in labels]
     resource.setdefault("meta", {})["security"] = security
     return [conf, *labels]

@@ -17,8 +17,7 @@ import pytest
 from carelake.config import repo_root
 from carelake_normalizer import pipeline
 from carelake_normalizer.convert import detect_format
-from carelake_normalizer.terminology import MapStore, normalize_resource
-from carelake_normalizer.terminology import systems
+from carelake_normalizer.terminology import MapStore, normalize_resource, systems
 from carelake_simulator.feeds import MessRates
 from carelake_simulator.simulate import SimConfig, simulate
 

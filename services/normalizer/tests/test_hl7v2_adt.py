@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from carelake_normalizer.core import EXT_HL7V2_SEGMENT, EXT_SOURCE_TIMEZONE, EXT_TIMEZONE_ASSUMED, MappingError
+from carelake_normalizer.core import (
+    EXT_HL7V2_SEGMENT,
+    EXT_SOURCE_TIMEZONE,
+    EXT_TIMEZONE_ASSUMED,
+    MappingError,
+)
 
 MSH = "MSH|^~\\&|EPIC|MC|CARELAKE|CARELAKE|{ts}||ADT^{ev}^ADT_A01|{id}|P|2.5.1"
 PID = ("PID|1||E1000001^^^EHR^MR~900123456^^^SSA^SS||Doe^Jane^Q^^^^L~Smith^Jane^^^^^M||19610304|F||"

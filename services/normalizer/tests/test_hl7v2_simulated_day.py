@@ -9,14 +9,13 @@ reader of Silver can see.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from carelake_normalizer import validate as validation
 from carelake_normalizer.core import EXT_TIMEZONE_ASSUMED, MappingError, MapResult
 from carelake_simulator import codes
-
-from zoneinfo import ZoneInfo
 
 CHICAGO = ZoneInfo("America/Chicago")
 

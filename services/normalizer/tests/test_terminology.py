@@ -11,7 +11,12 @@ from fhir.resources.R4B.medicationdispense import MedicationDispense
 from fhir.resources.R4B.observation import Observation
 from prometheus_client import REGISTRY
 
-from carelake_normalizer.terminology import CodeFlag, MapStore, codeable_concepts, normalize_resource
+from carelake_normalizer.terminology import (
+    CodeFlag,
+    MapStore,
+    codeable_concepts,
+    normalize_resource,
+)
 from carelake_normalizer.terminology import systems as S
 from carelake_normalizer.terminology.maps import GemRow, Icd10Entry, choose_gem_target
 from carelake_normalizer.terminology.normalize import CODE_FLAG

@@ -11,8 +11,12 @@ from fhir.resources.R4B.medicationdispense import MedicationDispense
 
 from carelake_normalizer.terminology import MapStore, normalize_resource
 from carelake_normalizer.terminology import systems as S
-from carelake_normalizer.terminology.load import (load_loinc_csv, load_ndc_directory, load_rxnorm_rrf,
-                                                  rxnorm_version, terminology_load)
+from carelake_normalizer.terminology.load import (
+    load_loinc_csv,
+    load_rxnorm_rrf,
+    rxnorm_version,
+    terminology_load,
+)
 
 
 def rrf(*fields: str) -> str:

@@ -340,7 +340,6 @@ def test_a_whole_file_maps_to_what_its_records_map_to(files, mapped) -> None:  #
 
 def test_silver_envelopes_encode(mapped) -> None:  # noqa: ANN001
     from carelake.serde import SchemaRegistry
-
     from carelake_normalizer.envelope import fhir_envelope
 
     encode = SchemaRegistry.load().get("fhir_envelope").encode

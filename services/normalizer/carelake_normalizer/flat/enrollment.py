@@ -32,7 +32,15 @@ device_id gives the Patient alone.
 from __future__ import annotations
 
 from carelake_normalizer.core import MappingError, PartError
-from carelake_normalizer.flat.common import V2_0203, Builder, Header, count_unused, id_system, iso_date, iso_time
+from carelake_normalizer.flat.common import (
+    V2_0203,
+    Builder,
+    Header,
+    count_unused,
+    id_system,
+    iso_date,
+    iso_time,
+)
 from carelake_normalizer.flat.pharmacy import GENDER
 
 REQUIRED = ("user_id",)

@@ -23,6 +23,7 @@ from carelake_normalizer.core import MappingError
 
 SUPPORTED_VERSION = re.compile(r"2\.(3|4|5|6|7|8)(\.\d{1,2})?")
 _SEGMENT_NAME = re.compile(r"[A-Z][A-Z0-9]{2}")
+_NAMES: dict[str, bool] = {}  # three characters -> a segment name? (remembered: few distinct)
 _BATCH_SEGMENTS = frozenset({"FHS", "BHS", "BTS", "FTS"})
 _CHARSETS = {"8859/1": "latin-1", "8859/15": "iso8859-15", "ASCII": "ascii", "UNICODE UTF-8": "utf-8",
              "UTF-8": "utf-8", "WINDOWS-1252": "cp1252", "CP1252": "cp1252"}
@@ -97,11 +98,17 @@ class Rep:
             comp = d.unescape(comp)
         elif comp == _NULL:
             return ""
-        return comp.strip() if comp[:1].isspace() or comp[-1:].isspace() else comp
+        return comp.strip()
 
     def values(self, n: int) -> list[str]:
         """Components 1..n (first subcomponent of each), unescaped: one call for a whole data type."""
         d = self.d
+        raw = self.raw
+        if d.sub not in raw and d.esc not in raw and _NULL not in raw:  # the usual case: text as sent
+            out = [comp.strip() for comp in self.comps[:n]]
+            if len(out) < n:
+                out.extend([""] * (n - len(out)))
+            return out
         out = []
         for comp in self.comps[:n]:
             if comp:
@@ -111,8 +118,7 @@ class Rep:
                     comp = d.unescape(comp)
                 elif comp == _NULL:
                     comp = ""
-                if comp[:1].isspace() or comp[-1:].isspace():
-                    comp = comp.strip()
+                comp = comp.strip()
             out.append(comp)
         if len(out) < n:
             out.extend([""] * (n - len(out)))
@@ -127,7 +133,10 @@ class Rep:
         raw = self.raw
         if not raw:
             return False
-        rest = raw.replace(self.d.comp, "").replace(self.d.sub, "")
+        d = self.d
+        if d.comp not in raw and d.sub not in raw:
+            return raw != _NULL
+        rest = raw.replace(d.comp, "").replace(d.sub, "")
         return bool(rest) and rest != _NULL
 
 
@@ -166,8 +175,25 @@ class Segment:
         if not raw or raw == _NULL:
             return ""
         d = self.d
-        if d.rep in raw or d.comp in raw or d.sub in raw:
-            return Rep(raw.split(d.rep, 1)[0], d).c(c, s)
+        if d.comp in raw or d.rep in raw or d.sub in raw:
+            if d.rep in raw:
+                raw = raw.split(d.rep, 1)[0]
+            comps = raw.split(d.comp) if raw else ()
+            if c > len(comps):
+                return ""
+            comp = comps[c - 1]  # as Rep.c, without building a Rep
+            if not comp:
+                return ""
+            if d.sub in comp:
+                parts = comp.split(d.sub)
+                comp = parts[s - 1] if s <= len(parts) else ""
+            elif s > 1:
+                return ""
+            if d.esc in comp:
+                comp = d.unescape(comp)
+            elif comp == _NULL:
+                return ""
+            return comp.strip()
         if c > 1 or s > 1:
             return ""
         return d.unescape(raw).strip() if d.esc in raw else raw.strip()
@@ -184,7 +210,8 @@ class Segment:
         raw = self.fields[n] if n < len(self.fields) else ""
         if not raw or raw == _NULL:
             return []
-        out = [Rep(r, self.d) for r in raw.split(self.d.rep)]
+        d = self.d
+        out = [Rep(r, d) for r in raw.split(d.rep) if r]  # an empty repetition is never kept
         return [r for r in out if r]
 
     def mark(self, *ns: int) -> None:
@@ -297,7 +324,12 @@ def parse_message(payload: bytes) -> Message:
         if not line or line.isspace():
             continue
         name = line[:3]
-        if not _SEGMENT_NAME.fullmatch(name) or (len(line) > 3 and line[3] != fs):
+        good = _NAMES.get(name)
+        if good is None:
+            good = _NAMES[name] = _SEGMENT_NAME.fullmatch(name) is not None
+            if len(_NAMES) > 4096:
+                _NAMES.clear()
+        if not good or (len(line) > 3 and line[3] != fs):
             upper = name.upper() if name.isascii() else ""
             if _SEGMENT_NAME.fullmatch(upper) and (len(line) == 3 or line[3] == fs):
                 name = upper  # lower-case segment names: a known vendor quirk
