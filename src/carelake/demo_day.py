@@ -120,8 +120,9 @@ def run_day(s: Settings, day_dir: Path, workdir: Path, timeout_s: float = 900, *
             ServiceProcess("dedup-mpi", workdir / "dedup-mpi.log",
                            {"CARELAKE_TOPIC_PREFIX": prefix, "CARELAKE_PG_DSN": mpi_dsn,
                             "CARELAKE_MPI_API_PORT": str(free_port())}),
-            ServiceProcess("lake-writer", workdir / "lake-writer.log",
-                           {"CARELAKE_TOPIC_PREFIX": prefix, "CARELAKE_GOLD_URL": summary.gold_url}),
+            ServiceProcess("lake-writer", workdir / "lake-writer.log",  # Silver Parquet beside the run's Bronze
+                           {"CARELAKE_TOPIC_PREFIX": prefix, "CARELAKE_GOLD_URL": summary.gold_url,
+                            "CARELAKE_BRONZE_DIR": str(gateway.bronze)}),
         ]
     t0 = time.monotonic()
     stack_cpu = {name: cpu_seconds(pid) for name, pid in _stack_pids(s).items()}

@@ -7,6 +7,8 @@ Per consumed record (``process`` is pure; the sink does the I/O):
   the resource types Gold has facts for, one fact row (``flatten.py``). A resource that is not JSON
   is rejected to ``dlq.lake-writer.v1``; a resource whose flattening fails keeps its Silver row and
   the fact part is rejected (``part="fact"``), so one odd resource never blocks the stream.
+  With ``at_rest`` (the running service), each resource is also handed to the Silver Parquet lake
+  (``parquet.py``) with where it was consumed and the same rows, so nothing is flattened twice.
 * ``mpi.links.v1`` -> an ``euid_map`` row (the latest event per record_key wins); tombstones skipped.
 * ``bronze.raw.v1`` -> a ``raw_arrivals`` row: metadata only, never the payload bytes.
 * ``dlq.normalizer.v1``, ``dlq.ingest-gateway.v1``, ``dlq.dedup-mpi.v1`` -> ``dead_letters`` rows
@@ -28,6 +30,7 @@ from carelake.gold.client import gold_client
 from carelake.stream.runtime import StreamService
 from carelake.stream.types import Output, Record, Reject, Write
 from carelake_lake_writer.gold.sink import GoldSink
+from carelake_lake_writer.parquet import LakeSink, ParquetSink, SilverAtRest, lake_root
 from carelake_lake_writer.rows import (
     BadResource,
     dead_letter_row,
@@ -59,7 +62,8 @@ def gold_database(url: str) -> str:
 class LakeWriter:
     """The process function: routes each record by the logical topic it came from."""
 
-    def __init__(self) -> None:
+    def __init__(self, at_rest: bool = False) -> None:
+        self.at_rest = at_rest  # also emit SilverAtRest items for the Parquet lake
         self._kinds: dict[str, str] = {}  # physical topic -> logical topic (prefixes differ per environment)
 
     def kind(self, topic: str) -> str:
@@ -88,33 +92,42 @@ class LakeWriter:
                 out.append(Reject(record, f"the lake-writer does not read topic {record.topic!r}", code="unknown_topic"))
         return out
 
-    @staticmethod
-    def _silver(record: Record, out: list[Output]) -> None:
+    def _silver(self, record: Record, out: list[Output]) -> None:
         envelope = record.value
         try:
             resource = parse_resource(envelope)
         except BadResource as exc:
             out.append(Reject(record, str(exc), code=exc.code))
             return
-        out.append(Write(silver_row(envelope)))
+        silver = silver_row(envelope)
+        out.append(Write(silver))
         out.append(Write(lineage_row(envelope)))
         try:
             fact = fact_row(envelope, resource)
         except Exception as exc:  # noqa: BLE001 - one odd resource must not stop the stream; its Silver row stays
             out.append(Reject(record, f"{envelope.get('resource_type')} {envelope.get('id')}: could not flatten "
                                       f"({type(exc).__name__}: {exc})", code="flatten_failed", part="fact"))
-            return
-        if fact is not None:
-            out.append(Write(fact))
+            fact = None
+        else:
+            if fact is not None:
+                out.append(Write(fact))
+        if self.at_rest:
+            out.append(Write(SilverAtRest(record.topic, record.partition, record.offset, silver, fact)))
 
 
 def build(settings: Settings) -> StreamService:
-    """The lake-writer over the runtime; Gold is migrated and checked now if it answers, else at the first write."""
+    """The lake-writer over the runtime; Gold is migrated and checked now if it answers, else at the first write.
+
+    Silver resources also land as Parquet under ``lake_root(settings)`` (``<bronze parent>/lake``).
+    """
     database = gold_database(settings.gold)
     # database=None: the client must work before the database exists; every statement names it.
-    sink = GoldSink(lambda: gold_client(settings.gold, database=None), database)
+    gold = GoldSink(lambda: gold_client(settings.gold, database=None), database)
     try:
-        sink.prepare()
+        gold.prepare()
     except TransientError as exc:
         log.warning("Gold not reachable at start-up; will retry at the first write", extra={"error": str(exc)})
-    return StreamService(name=NAME, inputs=list(INPUTS), process=LakeWriter(), sink=sink)
+    root = lake_root(settings)
+    log.info("Silver at rest as Parquet", extra={"root": str(root)})
+    return StreamService(name=NAME, inputs=list(INPUTS), process=LakeWriter(at_rest=True),
+                         sink=LakeSink(gold, ParquetSink(root)))

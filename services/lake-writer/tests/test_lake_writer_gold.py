@@ -85,15 +85,24 @@ def produce_day(stack: Settings, catalog: Catalog, day: SilverDay, dead_letters:
     return n
 
 
+def parquet_ids(bronze: Path) -> set[str]:
+    """The ids in the Silver Parquet lake beside ``bronze`` (the lake-writer's root: <bronze parent>/lake)."""
+    import pyarrow.parquet as pq
+
+    return {i for p in (bronze.parent / "lake" / "silver").rglob("*.parquet")
+            for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()}
+
+
 def test_a_day_lands_in_gold_a_merge_rekeys_patient_360_and_a_replay_changes_nothing(
-        stack: Settings, catalog: Catalog, unique: str, gold_db: tuple, silver_day: SilverDay) -> None:
+        stack: Settings, catalog: Catalog, unique: str, gold_db: tuple, silver_day: SilverDay, tmp_path: Path) -> None:
     client, db = gold_db
     create_topics(catalog, stack.bootstrap, [catalog.get(t) for t in TOPICS])
     day, euid, ehr_key, lab_key = split_person(silver_day)
     at = max(e["processed_at"] for e in day.envelopes)
     dead = [dead_letter(i, "normalizer", at) for i in range(3)] + [dead_letter(9, "dedup-mpi", at)]
     total = produce_day(stack, catalog, day, dead)
-    running = Running(settings_for(stack, catalog, db), catalog, unique)
+    (bronze := tmp_path / "bronze").mkdir()  # Silver Parquet goes beside it, not into the stack's lake
+    running = Running(settings_for(stack, catalog, db).model_copy(update={"bronze_dir": bronze}), catalog, unique)
     try:
         started = time.perf_counter()
         running.wait_committed(total)
@@ -107,6 +116,7 @@ def test_a_day_lands_in_gold_a_merge_rekeys_patient_360_and_a_replay_changes_not
         assert got["euid_map"] == len(day.links) and got["raw_arrivals"] == len(day.raw)
         assert got["dead_letters"] == 4
         assert got["resource_lineage"] == len({(e["lineage"]["raw_id"], e["id"]) for e in day.envelopes})
+        assert parquet_ids(bronze) == {e["id"] for e in day.envelopes}  # Silver at rest, committed with Gold
         rows = sum(v for k, v in got.items() if k != "patient_360")
         print(f"\n{total} messages -> {rows} Gold rows in {seconds:.1f} s ({rows / seconds:,.0f} rows/s incl. start-up)")
 
@@ -209,6 +219,7 @@ def _start(stack: Settings, catalog: Catalog, db: str, group: str, log: Path) ->
     here = Path(__file__).resolve().parent
     env = {**os.environ, "CARELAKE_TOPIC_PREFIX": catalog.prefix, "CARELAKE_GOLD_URL": f"{stack.gold}/{db}",
            "CARELAKE_BATCH_SIZE": "50", "CARELAKE_METRICS_PORT": str(free_port()), "LW_GROUP": group,
+           "CARELAKE_BRONZE_DIR": str(log.parent / "bronze"),  # Silver Parquet goes beside it
            "CARELAKE_INSTANCE_ID": f"{group}-0",  # static membership: the restart takes the partitions back at once
            "PYTHONPATH": os.pathsep.join([str(here), str(here.parent), str(here.parents[2])])}
     return subprocess.Popen([sys.executable, "-m", "carelake.cli", "run", "killable_lake_writer:build"], env=env,
@@ -225,6 +236,7 @@ def test_sigkill_mid_load_then_restart_ends_with_exactly_what_was_produced(
                 "bronze.raw.v1": produce(stack.bootstrap, catalog, "bronze.raw.v1", silver_day.raw, lambda e: e["id"])}
     migrate(client, db)  # so the kill lands in the load, not in the migrations
     log = tmp_path / "lake-writer.log"
+    (tmp_path / "bronze").mkdir()  # the Parquet lake goes beside it (see _start)
     physical = lambda: int(client.command(f"SELECT count() FROM `{db}`.silver_resources"))
     proc = _start(stack, catalog, db, unique, log)
     try:
@@ -255,3 +267,4 @@ def test_sigkill_mid_load_then_restart_ends_with_exactly_what_was_produced(
     for table, kinds in FACTS.items():
         assert got[table] == len({e["id"] for e in silver_day.envelopes if e["resource_type"] in kinds}), table
     assert run_data_tests(client, db)["unique_ids"] == []
+    assert parquet_ids(tmp_path / "bronze") == {e["id"] for e in silver_day.envelopes}  # no row lost to the kill

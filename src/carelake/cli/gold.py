@@ -110,3 +110,20 @@ def patient(who: Annotated[str, typer.Argument(help="An EUID, or a source record
         print(json.dumps(person, default=str, indent=2))
     else:
         out.print(render_patient(person))
+
+
+lake_app = typer.Typer(help="Silver at rest: the Parquet files the lake-writer writes.", no_args_is_help=True)
+
+
+@lake_app.command("compact")
+def lake_compact(day: Annotated[str | None, typer.Option(help="Only this event day (YYYY-MM-DD)")] = None,
+                 target_mb: Annotated[int, typer.Option(help="Target size of a rolled file")] = 128) -> None:
+    """Roll each day's small part files into large ones (deduplicated by id, newest version kept)."""
+    from carelake_lake_writer.parquet import compact_all, lake_root
+
+    root = lake_root(settings())
+    done = compact_all(root, day, target_mb=target_mb)
+    for folder, stats in sorted(done.items()):
+        out.print(f"  {folder}: {stats['inputs']} files / {stats['rows_in']:,} rows -> "
+                  f"{stats['outputs']} files / {stats['rows_out']:,} rows")
+    out.print(f"{root}: {len(done)} day folder(s) compacted")

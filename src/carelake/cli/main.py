@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from carelake.cli.gold import gold_app, patient
+from carelake.cli.gold import gold_app, lake_app, patient
 from carelake.config import settings
 from carelake.errors import CarelakeError
 from carelake_dedup_mpi.cli import app as mpi_app
@@ -29,6 +29,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(gold_app, name="gold")
+app.add_typer(lake_app, name="lake")
 app.add_typer(mpi_app, name="mpi")
 app.command("patient")(patient)
 out = Console()

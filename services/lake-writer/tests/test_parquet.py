@@ -1,0 +1,187 @@
+"""Silver at rest: the Parquet writer, a replayed batch, compaction, and a read-back through chDB (no services)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from silver_day import SilverDay
+
+from carelake.config import Settings
+from carelake.stream.types import Record, Write
+from carelake_lake_writer.parquet import (
+    LakeSink,
+    ParquetSink,
+    SilverAtRest,
+    compact,
+    compact_all,
+    lake_root,
+)
+from carelake_lake_writer.rows import GoldRow
+from carelake_lake_writer.service import LakeWriter
+
+TOPIC = "t_x.silver.linked.v1"
+
+
+def items(envelopes: list[dict], first_offset: int = 0, partition: int = 0) -> list[SilverAtRest]:
+    records = [Record.of(e, topic=TOPIC, partition=partition, offset=first_offset + i) for i, e in enumerate(envelopes)]
+    out = LakeWriter(at_rest=True)(records)
+    return [o.item for o in out if isinstance(o, Write) and isinstance(o.item, SilverAtRest)]
+
+
+def write_in_batches(sink: ParquetSink, envelopes: list[dict], size: int) -> None:
+    for start in range(0, len(envelopes), size):
+        sink.write(items(envelopes[start:start + size], first_offset=start))
+
+
+def parquet_files(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.parquet"))
+
+
+def day_of(envelope: dict) -> str:
+    return str((envelope["event_time"] or envelope["processed_at"]).date())
+
+
+@pytest.fixture(scope="module")
+def day(silver_day: SilverDay) -> list[dict]:
+    return silver_day.envelopes
+
+
+def test_a_batch_is_one_file_per_type_and_day_holding_the_json_and_the_gold_rows(day: list[dict],
+                                                                                 tmp_path: Path) -> None:
+    batch = items(day[:500])
+    ParquetSink(tmp_path).write(batch)
+    expected = Counter((e["resource_type"], day_of(e)) for e in day[:500])
+    files = parquet_files(tmp_path)
+    assert len(files) == len(expected)
+    got = Counter()
+    for path in files:
+        resource_type, folder = path.parent.parent.name, path.parent.name
+        assert path.parent.parent.parent == tmp_path / "silver" and folder.startswith("day=")
+        assert path.name.startswith(f"part-{TOPIC}-0-") and path.name.endswith(".parquet")
+        got[(resource_type, folder.removeprefix("day="))] += pq.ParquetFile(path).metadata.num_rows
+    assert got == expected
+    assert not list(tmp_path.rglob("*.tmp"))
+
+    # An Observation's row carries the envelope, the FHIR JSON and exactly the Gold fact row's columns.
+    obs = next(i for i in batch if i.fact is not None and i.fact.table == "observations")
+    table = pq.read_table(next(p for p in files if p.parent.parent.name == "Observation"))
+    row = next(r for r in table.to_pylist() if r["id"] == obs.silver.values[0])
+    envelope = next(e for e in day[:500] if e["id"] == row["id"])
+    assert json.loads(row["resource"]) == json.loads(envelope["resource"])
+    assert row["security_labels"] == ["N"] and row["bronze_key"] == envelope["lineage"]["bronze_key"]
+    fact = dict(zip(_names(obs.fact), obs.fact.values, strict=False))
+    for column in ("code", "code_system", "value_num", "unit", "effective", "component_codes", "euid", "version"):
+        assert row[column] == fact[column], column
+
+
+def _names(row: GoldRow) -> list[str]:
+    from carelake_lake_writer.tables import column_names
+
+    return column_names(row.table)
+
+
+def test_a_replayed_batch_overwrites_its_files(day: list[dict], tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path)
+    sink.write(items(day[:300]))
+    before = {p: pq.ParquetFile(p).metadata.num_rows for p in parquet_files(tmp_path)}
+    sink.write(items(day[:300]))  # a crash after the write, before the commit: the same records again
+    assert {p: pq.ParquetFile(p).metadata.num_rows for p in parquet_files(tmp_path)} == before
+
+
+def test_compaction_rolls_the_parts_keeping_one_row_per_id_at_its_highest_version(day: list[dict],
+                                                                                  tmp_path: Path) -> None:
+    sink = ParquetSink(tmp_path)
+    write_in_batches(sink, day, 400)
+    write_in_batches(sink, day[:1000], 250)  # a redelivery cut into other batches: other part names, same rows
+    # A newer version of one Observation (re-processed later, now amended).
+    old = next(e for e in day if e["resource_type"] == "Observation")
+    newer = copy.deepcopy(old)
+    newer["processed_at"] = old["processed_at"] + timedelta(seconds=1)
+    resource = json.loads(newer["resource"])
+    resource["status"] = "amended"
+    newer["resource"] = json.dumps(resource)
+    sink.write(items([newer], first_offset=len(day) + 1))
+    folder = tmp_path / "silver" / "Observation" / f"day={day_of(old)}"
+    parts = list(folder.glob("part-*.parquet"))
+    assert len(parts) > 3
+
+    stats = compact(tmp_path, "Observation", day_of(old))
+    observations = [e for e in day if e["resource_type"] == "Observation" and day_of(e) == day_of(old)]
+    assert stats["inputs"] == len(parts) and stats["rows_out"] == len({e["id"] for e in observations})
+    rolled = list(folder.glob("*.parquet"))
+    assert [p.name[:7] for p in rolled] == ["rolled-"] and not list(folder.glob("*.tmp"))
+    rows = pq.read_table(rolled[0]).to_pylist()
+    assert len(rows) == len({r["id"] for r in rows})
+    mine = next(r for r in rows if r["id"] == old["id"])
+    assert mine["status"] == "amended" and json.loads(mine["resource"])["status"] == "amended"
+
+    # Every folder: nothing left to roll afterwards; a tiny target splits a day into several files.
+    everything = compact_all(tmp_path)
+    assert everything and all(s["rows_out"] <= s["rows_in"] for s in everything.values())
+    assert not list(tmp_path.rglob("part-*.parquet"))
+    assert all(s["inputs"] == 0 for s in compact_all(tmp_path).values())
+    full = next(folder.glob("rolled-*.parquet"))
+    sink.write(items(observations[:50], first_offset=10_000))
+    again = compact(tmp_path, "Observation", day_of(old), target_mb=full.stat().st_size / 2**20)
+    assert again["inputs"] == 1 and full.exists()  # a rolled file at the target is left alone
+    ParquetSink(tmp_path / "other").write(items(observations))
+    split = compact(tmp_path / "other", "Observation", day_of(old), target_mb=full.stat().st_size / 2**20 / 4)
+    assert split["outputs"] >= 3 and split["rows_out"] == stats["rows_out"]
+
+
+def test_the_lake_reads_back_through_chdb_with_its_flattened_columns(day: list[dict], tmp_path: Path) -> None:
+    from chdb import session
+
+    sink = ParquetSink(tmp_path)
+    write_in_batches(sink, day, 500)
+    write_in_batches(sink, day[:500], 200)  # at-least-once copies: readers dedupe by (id, max version)
+    ids = Counter(e["resource_type"] for e in {e["id"]: e for e in day}.values())
+    hba1c = len({e["id"] for e in day if e["resource_type"] == "Observation" and '"4548-4"' in e["resource"]})
+    glob = f"{tmp_path}/silver/*/day=*/*.parquet"
+    deduped = (f"SELECT resource_type, count() FROM (SELECT id, argMax(resource_type, version) AS resource_type "
+               f"FROM file('{glob}', Parquet) GROUP BY id) GROUP BY resource_type ORDER BY resource_type")
+    s = session.Session()
+    try:
+        def counts() -> dict[str, int]:
+            lines = str(s.query(deduped, "CSV")).split()
+            return {k.strip('"'): int(v) for k, v in (line.rsplit(",", 1) for line in lines)}
+
+        assert counts() == dict(ids)
+        raw = int(str(s.query(f"SELECT count() FROM file('{glob}', Parquet)", "CSV")).strip())
+        assert raw > len(day) - 10  # duplicates in the fixture and the replay are visible raw
+        compact_all(tmp_path)
+        assert counts() == dict(ids)
+        assert int(str(s.query(f"SELECT count() FROM file('{glob}', Parquet)", "CSV")).strip()) == sum(ids.values())
+        got = s.query(f"SELECT uniqExact(id) FROM file('{tmp_path}/silver/Observation/day=*/*.parquet', Parquet) "
+                      f"WHERE code = '4548-4' AND value_num > 0", "CSV")
+        assert int(str(got).strip()) == hba1c > 0
+    finally:
+        s.close()
+
+
+def test_the_sink_routes_gold_rows_and_silver_files_and_the_root_sits_beside_bronze(day: list[dict],
+                                                                                  tmp_path: Path) -> None:
+    class Gold:
+        rows: list = []
+
+        def write(self, rows: list) -> None:
+            self.rows += rows
+
+    gold = Gold()
+    out = LakeWriter(at_rest=True)([Record.of(e, topic=TOPIC, offset=i) for i, e in enumerate(day[:20])])
+    LakeSink(gold, ParquetSink(tmp_path)).write([o.item for o in out if isinstance(o, Write)])
+    assert gold.rows and all(isinstance(r, GoldRow) for r in gold.rows)
+    assert sum(pq.ParquetFile(p).metadata.num_rows for p in parquet_files(tmp_path)) == 20
+    assert all(not isinstance(o.item, SilverAtRest) for o in LakeWriter()([Record.of(day[0], topic=TOPIC)])
+               if isinstance(o, Write))  # the pure process function alone is unchanged
+
+    (tmp_path / "store" / "bronze").mkdir(parents=True)
+    beside = Settings(home=tmp_path / "home", bronze_dir=tmp_path / "store" / "bronze")
+    assert lake_root(beside) == tmp_path / "store" / "lake"
+    assert lake_root(Settings(home=tmp_path / "home")) == tmp_path / "home" / "lake"  # no Bronze folder yet
