@@ -42,7 +42,7 @@ from carelake_dedup_mpi.linker import decide
 from carelake_dedup_mpi.model import default_model
 from carelake_dedup_mpi.person import PersonRecord
 from carelake_dedup_mpi.standardize import name as std_name
-from carelake_dedup_mpi.store.index import ROWS_SQL
+from carelake_dedup_mpi.store.index import BLOCKS_SQL
 from carelake_dedup_mpi.store.migrate import migrate
 from carelake_dedup_mpi.store.mpi import MpiStore
 
@@ -196,7 +196,7 @@ def reload(dsn: str, keep: int) -> list[tuple[PersonRecord, str]]:
 
 def explain(dsn: str, sample: list[str]) -> tuple[bool, str]:
     with psycopg.connect(dsn) as conn:
-        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + ROWS_SQL,
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + BLOCKS_SQL,
                                                      {"keys": sample, "caps": [pass_cap(k) for k in sample]}))
     return "Index Only Scan using blocking_key_pkey" in plan, plan
 

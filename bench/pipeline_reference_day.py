@@ -10,6 +10,7 @@ wall seconds, the stack's Kafka, PostgreSQL and Gold front included) and what Go
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import tempfile
 import time
@@ -22,6 +23,26 @@ from carelake.gold.client import gold_client
 from carelake_lake_writer.summary import gold_summary
 from carelake_simulator.simulate import SimConfig
 from carelake_simulator.simulate import run as simulate_run
+
+
+def _accuracy_module():  # noqa: ANN202 - bench/mpi_accuracy.py's metric functions, loaded by path
+    spec = importlib.util.spec_from_file_location("mpi_accuracy", Path(__file__).with_name("mpi_accuracy.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def mpi_against_truth(client, day: Path) -> dict:  # noqa: ANN001 - clickhouse_connect Client
+    """The running MPI's clustering (Gold's current links) scored against the simulator's truth."""
+    acc = _accuracy_module()
+    truth = acc.truth_of(day)
+    pred = dict(client.query("SELECT record_key, euid FROM current_links").result_rows)
+    unknown = [k for k in pred if k not in truth]
+    pred = {k: e for k, e in pred.items() if k in truth}
+    seen_truth = {k: truth[k] for k in pred}
+    return {"records": len(pred), "not_in_truth": len(unknown), "pairwise": acc.pairwise(pred, seen_truth),
+            "bcubed": acc.bcubed(pred, seen_truth),
+            "per_source_pair": {k: round(v["f1"], 4) for k, v in acc.per_source_pair(pred, seen_truth).items()}}
 
 
 def main() -> None:
@@ -57,8 +78,16 @@ def main() -> None:
     t = time.perf_counter()
     client.query("SELECT code, count(), avg(value_num) FROM observations FINAL GROUP BY code")
     print(f"full scan aggregate over observations: {(time.perf_counter() - t) * 1000:.0f} ms")
+    accuracy = mpi_against_truth(client, day)
+    pw, bc = accuracy["pairwise"], accuracy["bcubed"]
+    print(f"MPI vs truth ({accuracy['records']:,} source records in Gold): pairwise P {pw['precision']:.4f} "
+          f"R {pw['recall']:.4f} F1 {pw['f1']:.4f} (tp {pw['tp']}, fp {pw['fp']}, fn {pw['fn']}); "
+          f"B-cubed F1 {bc['f1']:.4f}; per source pair F1 {accuracy['per_source_pair']}")
     if args.json:
-        out = {"summary": {k: v for k, v in asdict(summary).items() if k != "workdir"}, "gold": asdict(gold)}
+        # Not asdict(summary): it rebuilds a Counter from (key, value) pairs, counting the pairs.
+        day = {k: dict(v) if isinstance(v, dict) else v for k, v in vars(summary).items() if k != "workdir"}
+        out = {"summary": day, "gold": asdict(gold),
+               "mpi_accuracy": accuracy}
         args.json.write_text(json.dumps(out, indent=2, default=str))
 
 
