@@ -9,8 +9,8 @@ from carelake.services import DEFAULT_METRICS_PORTS, load_builder
 
 
 def test_a_planned_service_that_is_not_built_says_so() -> None:
-    with pytest.raises(ConfigError, match="'dedup-mpi' is planned but not built yet"):
-        load_builder("dedup-mpi")
+    with pytest.raises(ConfigError, match="'scorer' is planned but not built yet"):
+        load_builder("scorer")
 
 
 def test_an_unknown_service_lists_what_exists() -> None:
