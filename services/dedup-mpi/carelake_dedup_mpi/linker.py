@@ -60,7 +60,8 @@ class Index(Protocol):
     """Where candidate records come from: the PostgreSQL index or a temporary in-memory one."""
 
     def candidates(self, keys: Sequence[str], exclude: str | None = None) -> list[Candidate]:
-        """Every indexed record sharing at least one blocking key (deduplicated), except ``exclude``."""
+        """The indexed records worth scoring against a record with these blocking keys (deduplicated),
+        except ``exclude``: blocking.select's rule (two evidence groups or one specific key shared)."""
         ...
 
 

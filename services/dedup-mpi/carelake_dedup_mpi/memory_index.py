@@ -1,11 +1,12 @@
 """The temporary in-memory index of ``carelake mpi link-csv``: the same Index the stream's PostgreSQL one is.
 
 A dict from blocking key to the record keys carrying it, plus each record's EUID. A block larger
-than its pass's cap (blocking.cap: 50 records for postal code + initial, 100 for name + year, 200
-otherwise) is *skipped* when looking up candidates (its records stay indexed): a key shared by that
+than its pass's cap (blocking.cap: 20 records for postal code + initial, 100 for postal code +
+initials, 1,000 for name keys, 200 otherwise) is *skipped* when looking up candidates (its records stay indexed): a key shared by that
 many people — a placeholder phone, 01/01/1900, a very common name in a very large file — carries
 no identity, and scoring the whole block would make linking quadratic. Matches only such a key
-would find are lost; every other pass still runs.
+would find are lost; every other pass still runs. Of the records found, only those blocking.select
+keeps (two evidence groups or a specific pass shared) are candidates — the stream's rule too.
 """
 
 from __future__ import annotations
@@ -77,16 +78,12 @@ class MemoryIndex:
         self._members.setdefault(survivor, []).extend(moved)
 
     def candidates(self, keys: Sequence[str], exclude: str | None = None) -> list[Candidate]:
-        """Every indexed record sharing a key (oversized blocks skipped), except ``exclude``."""
-        seen: set[str] = set() if exclude is None else {exclude}
-        records = self._records
-        out: list[Candidate] = []
-        for k in keys:
-            block = self._blocks.get(k)
-            if not block or len(block) > self.cap(k):
-                continue
-            for rk in block:
-                if rk not in seen:
-                    seen.add(rk)
-                    out.append(records[rk])
-        return out
+        """The indexed records worth scoring (blocking.select: two evidence groups or a specific pass
+        shared; oversized blocks skipped), except ``exclude``."""
+        blocks, cap, records = self._blocks, self.cap, self._records
+
+        def block(key: str) -> list[str] | None:
+            members = blocks.get(key)
+            return members if members and len(members) <= cap(key) else None
+
+        return [records[rk] for rk in blocking.select(keys, block, exclude)]

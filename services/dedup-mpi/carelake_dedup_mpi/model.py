@@ -198,7 +198,8 @@ PASS_FIXES: dict[str, frozenset[str]] = {
 def blocked_pairs(records: Sequence[PersonRecord]) -> dict[str, np.ndarray]:
     """Per blocking pass, the record-index pairs sharing one of its keys, as codes ``i * n + j`` (i < j).
 
-    Blocks over their pass's cap (blocking.cap) are skipped, as the indexes skip them when linking.
+    Blocks over their pass's pair cap (blocking.pair_cap: the linking caps, with name keys kept at 50)
+    are skipped.
     """
     n = len(records)
     blocks: dict[str, list[int]] = {}
@@ -207,7 +208,7 @@ def blocked_pairs(records: Sequence[PersonRecord]) -> dict[str, np.ndarray]:
             blocks.setdefault(k, []).append(i)
     per_pass: dict[str, list[int]] = {}
     for key, members in blocks.items():
-        if len(members) < 2 or len(members) > blocking.cap(key):
+        if len(members) < 2 or len(members) > blocking.pair_cap(key):
             continue
         codes = per_pass.setdefault(key.split(":", 1)[0], [])
         for x in range(len(members)):

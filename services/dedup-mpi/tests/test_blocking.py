@@ -8,6 +8,7 @@ from datetime import date
 
 from carelake_dedup_mpi import blocking
 from carelake_dedup_mpi.blocking import keys
+from carelake_dedup_mpi.memory_index import MemoryIndex
 from carelake_dedup_mpi.person import PersonRecord
 
 BASE = PersonRecord("ehr|1", "ehr", given="WILLIAM", middle="J", family="KELLY", birth_date=date(1965, 3, 12),
@@ -61,5 +62,49 @@ def test_non_us_and_odd_values_do_not_crash() -> None:
     assert isinstance(keys(p), list)
 
 
-def test_weak_passes_have_lower_caps() -> None:
-    assert blocking.cap("pz:62701|K") < blocking.cap("sy:KALY|1965") < blocking.cap("ph:2175550100")
+def test_caps_per_pass() -> None:
+    # postal code + initial is low (pi takes over); name keys are high: they count as evidence for
+    # candidates found through other keys (blocking.select), common names included
+    assert blocking.cap("pz:62701|K") < blocking.cap("ph:2175550100") < blocking.cap("sy:KALY|1965")
+
+
+# ---- which found records are scored (blocking.select; both indexes apply it)
+
+def _crowded_index(match: PersonRecord) -> MemoryIndex:
+    index = MemoryIndex()
+    index.add(match, "E-MATCH")
+    strangers = ("ADAMS", "BROWN", "CHEN", "DIAZ", "EVANS", "FOX", "GRANT", "HUGHES", "IBARRA", "JONES", "KHAN",
+                 "LOPEZ")
+    for n, family in enumerate(strangers):  # born the same day, nothing else in common
+        index.add(PersonRecord(f"ehr|S{n}", "ehr", given="ZED", family=family, birth_date=BASE.birth_date,
+                               postal_code=f"9{n:04d}", phone=f"90955501{n:02d}"), f"E-S{n}")
+    return index
+
+
+def test_a_true_match_sharing_two_passes_is_scored_a_stranger_sharing_one_weak_pass_is_not() -> None:
+    # the match: nickname, moved, no phone or SSN — it shares the birth date and family name + year
+    match = replace(BASE, record_key="lab|1", source="lab", given="BILL", address_line="9 OAK AVE",
+                    postal_code="62999", phone=None, ssn=None)
+    groups = {blocking.GROUP[k.split(":")[0]] for k in shared(BASE, match)}
+    assert groups == {"birth_date", "family+year"}
+    index = _crowded_index(match)
+    assert len(index._blocks[f"d:{BASE.birth_date:%Y%m%d}"]) > blocking.SMALL_BLOCK  # a common birth date
+    assert [c.record.record_key for c in index.candidates(keys(BASE))] == ["lab|1"]
+
+
+def test_one_specific_key_is_enough() -> None:
+    index = _crowded_index(replace(BASE, record_key="lab|1", source="lab", given="X", family="Y", birth_date=None,
+                                   address_line=None, postal_code=None, ssn=None))  # shares the phone only
+    assert [c.record.record_key for c in index.candidates(keys(BASE))] == ["lab|1"]
+    # a weak key is specific too when few records share it: the same stranger, alone on that birth date
+    small = MemoryIndex()
+    small.add(PersonRecord("ehr|S0", "ehr", given="ZED", family="ADAMS", birth_date=BASE.birth_date), "E-S0")
+    assert [c.record.record_key for c in small.candidates(keys(BASE))] == ["ehr|S0"]
+
+
+def test_passes_of_one_value_count_once() -> None:
+    assert not blocking.worth_scoring(["d:19650312", "dx:1965|03|12"])  # both the birth date
+    assert not blocking.worth_scoring(["pz:62701|K", "pi:62701|KW"])  # pi implies pz
+    assert blocking.worth_scoring(["d:19650312", "pz:62701|K"])
+    assert blocking.worth_scoring(["as:12|MAN"]) and blocking.worth_scoring(["ss:123456780"])
+    assert blocking.worth_scoring(["d:19650312"], block_size=lambda key: blocking.SMALL_BLOCK)

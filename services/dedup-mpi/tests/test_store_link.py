@@ -8,6 +8,8 @@ import psycopg
 import pytest
 
 from carelake.serde import SchemaRegistry
+from carelake_dedup_mpi import blocking
+from carelake_dedup_mpi.memory_index import MemoryIndex
 from carelake_dedup_mpi.model import default_model
 from carelake_dedup_mpi.store.index import PgIndex
 from carelake_dedup_mpi.store.mpi import MpiStore
@@ -207,3 +209,25 @@ def test_the_index_reads_back_exactly_what_was_linked(store, rec, ann, mpi_dsn):
     with psycopg.connect(mpi_dsn) as conn:
         got = {c.record.record_key: c.record for c in PgIndex(conn).candidates(["d:19650304", "d:19710709"])}
     assert got == {"ehr|F1": full, "lab|F2": bare}
+
+
+def test_the_stream_scores_the_same_candidates_as_the_memory_index(store, rec, sql):
+    # 12 strangers born the same day as Ann (a common birth date), and Ann's EHR record
+    strangers = [rec(f"ehr|S{n}", given="ZED", family=f"STRANGER{chr(65 + n)}", dob="1965-03-04",
+                     postal_code=f"9{n:04d}", phone=f"90955501{n:02d}") for n in range(12)]
+    ann = rec("ehr|A1", given="ANN", family="SMITH", dob="1965-03-04", phone="3125550188", postal_code="60601")
+    store.link([*strangers, ann], NOW)
+    # Ann again: nickname, moved, no phone — she shares the birth date and family name + year
+    again = rec("lab|L1", given="ANNIE", family="SMITH", dob="1965-03-04", postal_code="60699")
+    with psycopg.connect(store.pool.conninfo) as conn:
+        found = PgIndex(conn, store.cap).fetch(blocking.keys(again), [blocking.keys(again)])
+        assert len(found.blocks["d:19650304"]) == 13 and [r.record.record_key for r in found.rows] == ["ehr|A1"]
+        cands = PgIndex(conn, store.cap).candidates(blocking.keys(again))
+    memory = MemoryIndex()
+    for r in [*strangers, ann]:
+        memory.add(r, "E")
+    assert [c.record.record_key for c in cands] == [c.record.record_key
+                                                    for c in memory.candidates(blocking.keys(again))] == ["ehr|A1"]
+    (event,) = store.link([again], LATER)
+    assert event["outcome"] == "auto_link"
+    assert sql("SELECT euid FROM source_record WHERE record_key = 'ehr|A1'") == [(event["euid"],)]

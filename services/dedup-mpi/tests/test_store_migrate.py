@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from carelake_dedup_mpi.store.index import ROWS_SQL
+from carelake_dedup_mpi.store.index import BLOCKS_SQL
 from carelake_dedup_mpi.store.migrate import available, migrate
 
 pytestmark = pytest.mark.integration
@@ -53,5 +53,5 @@ def test_blocking_lookups_use_the_index(store, rec, ann, sql):
     with psycopg.connect(store.pool.conninfo) as conn:
         conn.execute("SET enable_seqscan = off")  # a table this small is read whole; is the index usable?
         plan = "\n".join(row[0] for row in conn.execute(
-            "EXPLAIN " + ROWS_SQL, {"keys": ["ph:3125550001", "d:19650304"], "caps": [200, 200]}))
+            "EXPLAIN " + BLOCKS_SQL, {"keys": ["ph:3125550001", "d:19650304"], "caps": [200, 200]}))
     assert "Index Only Scan using blocking_key_pkey" in plan, plan  # (the bench checks the plan at 1M persons)

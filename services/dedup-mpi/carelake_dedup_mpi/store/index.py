@@ -33,29 +33,21 @@ def _column(name: str) -> tuple[str, str]:
     return f"r.demographics->>'{name}'", "text"
 
 
-# Index-only scan of blocking_key's primary key per key, at most cap + 1 rows each (the cap is the
-# key's pass's, blocking.cap); a key with more records than its cap is dropped before any record is
-# read, and reported (a row with a NULL euid); then each distinct record once, with the keys it was
-# found under, its EUID and its fields one by one — the server takes the jsonb apart, and binary
-# results need no JSON parsing here (40 % less time than demographics as JSON, at ~15,000 candidate
-# records a batch of 200 against 1M persons; bench/mpi_link_speed.py). Unlinkable records are never
-# indexed, so never candidates.
-ROWS_SQL = f"""
-WITH hits AS (
-    SELECT k.key, k.cap, b.record_key
-    FROM unnest(%(keys)s::text[], %(caps)s::int[]) AS k(key, cap)
-    CROSS JOIN LATERAL (SELECT b.record_key FROM blocking_key b WHERE b.key = k.key LIMIT k.cap + 1) AS b
-), sizes AS (
-    SELECT key, count(*) <= min(cap) AS small FROM hits GROUP BY key
-), found AS (
-    SELECT h.record_key, array_agg(h.key) AS keys
-    FROM hits h JOIN sizes s ON s.key = h.key AND s.small
-    GROUP BY h.record_key
-)
-SELECT f.keys, r.euid, {", ".join(_column(n)[0] for n in _FIELDS)}
-FROM found f JOIN source_record r ON r.record_key = f.record_key
-UNION ALL
-SELECT ARRAY[key], NULL, {", ".join(f"NULL::{_column(n)[1]}" for n in _FIELDS)} FROM sizes WHERE NOT small
+# Two reads. First the blocks: an index-only scan of blocking_key's primary key per key, at most
+# cap + 1 record keys each (the cap is the key's pass's, blocking.cap) — a key with more records than
+# its cap is oversized and never used. No record is read yet: which of the found records are worth
+# scoring is decided in Python by blocking.select, the rule MemoryIndex applies too (two evidence
+# groups or one specific key shared with an arriving record), and only those are read — each once,
+# its fields taken out of the jsonb one by one on the server, binary results (no JSON parsing here).
+# At 1M persons that reads ~5 records an arriving record instead of ~80 (bench/mpi_link_speed.py).
+# Unlinkable records are never indexed, so never candidates.
+BLOCKS_SQL = """
+SELECT k.key, ARRAY(SELECT b.record_key FROM blocking_key b WHERE b.key = k.key LIMIT k.cap + 1)
+FROM unnest(%(keys)s::text[], %(caps)s::int[]) AS k(key, cap)
+"""
+RECORDS_SQL = f"""
+SELECT r.euid, {", ".join(_column(n)[0] for n in _FIELDS)}
+FROM source_record r WHERE r.record_key = ANY(%(records)s::text[])
 """
 
 
@@ -64,6 +56,15 @@ class IndexRow:
     keys: list[str]  # the asked-for keys this record is indexed under
     record: PersonRecord
     euid: str
+
+
+@dataclass(slots=True)
+class Found:
+    """What one lookup found: the blocks of the asked keys, the records read, the oversized keys."""
+
+    blocks: dict[str, list[str]]  # key -> every record key under it (oversized keys left out)
+    rows: list[IndexRow]  # the records read (see PgIndex.fetch)
+    oversized: set[str]
 
 
 class PgIndex:
@@ -75,70 +76,133 @@ class PgIndex:
     def __init__(self, conn: psycopg.Connection, cap: Callable[[str], int] = blocking.cap) -> None:
         self.conn, self.cap = conn, cap
 
-    def lookup(self, keys: Iterable[str]) -> tuple[list[IndexRow], set[str]]:
-        """Every record indexed under any of ``keys`` (once each), and the keys skipped as oversized;
-        one query for all keys."""
+    def fetch(self, keys: Iterable[str], queries: Iterable[Sequence[str]] | None = None) -> Found:
+        """The blocks of ``keys`` and the records in them worth scoring against at least one of
+        ``queries`` (each the keys of one arriving record; blocking.select) — every record found
+        when ``queries`` is None. Two queries whatever the number of keys."""
+        return self.read(*self.blocks(keys)(), queries)
+
+    def blocks(self, keys: Iterable[str]) -> Callable[[], tuple[dict[str, list[str]], set[str]]]:
+        """Send the blocks query for ``keys`` now (it can ride in the caller's pipeline); the
+        returned function gives (blocks, oversized keys) once its result is in."""
         wanted = sorted(set(keys))
         if not wanted:
-            return [], set()
-        found = self.conn.execute(ROWS_SQL, {"keys": wanted, "caps": [self.cap(k) for k in wanted]},
-                                  binary=True).fetchall()
-        rows, oversized = [], set()
-        for ks, euid, *values in found:
-            if euid is None:
-                oversized.add(ks[0])
-                continue
-            values[_OTHER] = tuple(values[_OTHER] or ())
-            rows.append(IndexRow(ks, PersonRecord(*values), euid))
-        return rows, oversized
+            return lambda: ({}, set())
+        cur = self.conn.execute(BLOCKS_SQL, {"keys": wanted, "caps": [self.cap(k) for k in wanted]}, binary=True)
+
+        def result() -> tuple[dict[str, list[str]], set[str]]:
+            blocks: dict[str, list[str]] = {}
+            oversized: set[str] = set()
+            for key, members in cur.fetchall():
+                if len(members) > self.cap(key):
+                    oversized.add(key)
+                elif members:
+                    blocks[key] = members
+            return blocks, oversized
+
+        return result
+
+    def read(self, blocks: dict[str, list[str]], oversized: set[str],
+             queries: Iterable[Sequence[str]] | None = None) -> Found:
+        """The records of ``blocks`` worth scoring against at least one of ``queries`` (all when None)."""
+        if queries is None:
+            chosen = {rk for members in blocks.values() for rk in members}
+        else:
+            chosen = set()
+            for q in queries:
+                chosen.update(blocking.select(q, blocks.get))
+        rows: list[IndexRow] = []
+        if chosen:
+            keys_of: dict[str, list[str]] = {rk: [] for rk in chosen}
+            for key, members in blocks.items():
+                for rk in chosen.intersection(members):
+                    keys_of[rk].append(key)
+            for euid, *values in self.conn.execute(RECORDS_SQL, {"records": sorted(chosen)}, binary=True):
+                values[_OTHER] = tuple(values[_OTHER] or ())
+                record = PersonRecord(*values)
+                rows.append(IndexRow(keys_of[record.record_key], record, euid))
+        return Found(blocks, rows, oversized)
+
+    def lookup(self, keys: Iterable[str]) -> tuple[list[IndexRow], set[str]]:
+        """Every record indexed under any of ``keys`` (once each), and the keys skipped as oversized."""
+        found = self.fetch(keys)
+        return found.rows, found.oversized
 
     def rows(self, keys: Iterable[str]) -> list[IndexRow]:
         return self.lookup(keys)[0]
 
     def candidates(self, keys: Sequence[str], exclude: str | None = None) -> list[Candidate]:
         view = BatchIndex()
-        view.load(*self.lookup(keys))
+        view.load_found(self.fetch(keys, [keys]))
         return view.candidates(keys, exclude)
 
 
 class BatchIndex:
-    """One batch's candidates in memory: loaded once from PgIndex.rows, then kept up to date as the
-    batch's own records are decided (added, re-keyed) and its merges retire EUIDs."""
+    """One batch's candidates in memory: loaded once from PgIndex.fetch, then kept up to date as the
+    batch's own records are decided (added, re-keyed) and its merges retire EUIDs.
+
+    Block membership is known for every record found (so block sizes are exact for blocking.select),
+    fields only for the records read; candidates are the read ones blocking.select keeps. The
+    database's blocks are kept as read; the batch's changes are layered on top (records added under
+    a key, records gone from the blocks they were read under)."""
 
     def __init__(self) -> None:
-        self._by_key: dict[str, set[str]] = {}
+        self._db: dict[str, list[str]] = {}  # key -> record keys, as read
+        self._found: set[str] = set()  # every record in _db's blocks
+        self._gone: set[str] = set()  # records of _db removed (or re-keyed) since: not in its blocks any more
+        self._extra: dict[str, list[str]] = {}  # key -> records the batch added under it
         self._oversized: set[str] = set()
-        self._keys_of: dict[str, list[str]] = {}
+        self._keys_of: dict[str, list[str]] = {}  # record added by the batch -> its keys
         self._records: dict[str, PersonRecord] = {}
         self._euid: dict[str, str] = {}
         self._retired: dict[str, str] = {}
 
     def load(self, rows: Iterable[IndexRow], oversized: Iterable[str] = ()) -> None:
         """Rows from PgIndex.lookup; ``oversized`` keys are never used, not even by the batch's records."""
-        self._oversized.update(oversized)
+        blocks: dict[str, list[str]] = {}
+        found = []
         for row in rows:
-            rk = row.record.record_key
             for key in row.keys:
-                self._by_key.setdefault(key, set()).add(rk)
-            self._keys_of.setdefault(rk, []).extend(row.keys)
-            self._records[rk] = row.record
-            self._euid[rk] = row.euid
+                blocks.setdefault(key, []).append(row.record.record_key)
+            found.append(row)
+        self.load_found(Found(blocks, found, set(oversized)))
+
+    def load_found(self, found: Found) -> None:
+        """What PgIndex.fetch found: every block's membership, the records it read."""
+        self._oversized.update(found.oversized)
+        for key, members in found.blocks.items():
+            self._db[key] = [*self._db[key], *members] if key in self._db else members
+            self._found.update(members)
+        for row in found.rows:
+            self._records[row.record.record_key] = row.record
+            self._euid[row.record.record_key] = row.euid
 
     def add(self, record: PersonRecord, euid: str, keys: Iterable[str]) -> None:
         """Index ``record`` under ``keys`` as a member of ``euid`` (replacing what it had)."""
-        self.remove(record.record_key)
-        self._records[record.record_key] = record
-        self._euid[record.record_key] = euid
-        self._keys_of[record.record_key] = list(keys)
-        for key in keys:
-            self._by_key.setdefault(key, set()).add(record.record_key)
+        rk = record.record_key
+        self.remove(rk)
+        self._records[rk] = record
+        self._euid[rk] = euid
+        self._keys_of[rk] = list(keys)
+        for key in self._keys_of[rk]:
+            self._extra.setdefault(key, []).append(rk)
 
     def remove(self, record_key: str) -> None:
-        if self._records.pop(record_key, None) is None:
-            return
+        self._records.pop(record_key, None)
         self._euid.pop(record_key, None)
+        if record_key in self._found:
+            self._gone.add(record_key)
         for key in self._keys_of.pop(record_key, ()):
-            self._by_key[key].discard(record_key)
+            self._extra[key].remove(record_key)
+
+    def _block(self, key: str) -> list[str] | None:
+        if key in self._oversized:
+            return None
+        members = self._db.get(key)
+        if members and self._gone:
+            members = [rk for rk in members if rk not in self._gone]
+        extra = self._extra.get(key)
+        return [*members, *extra] if members and extra else (members or extra)
 
     def retire(self, retired: str, survivor: str) -> None:
         """``retired`` merged into ``survivor``: its records now resolve to the survivor."""
@@ -155,9 +219,7 @@ class BatchIndex:
         return None if euid is None else self.resolve(euid)
 
     def candidates(self, keys: Sequence[str], exclude: str | None = None) -> list[Candidate]:
-        found: set[str] = set()
-        for key in keys:
-            if key not in self._oversized:
-                found |= self._by_key.get(key, set())
-        found.discard(exclude)  # type: ignore[arg-type]
-        return [Candidate(self._records[rk], self.resolve(self._euid[rk])) for rk in sorted(found)]
+        """The records worth scoring (blocking.select over the batch's view), except ``exclude``."""
+        records = self._records
+        return [Candidate(records[rk], self.resolve(self._euid[rk]))
+                for rk in blocking.select(keys, self._block, exclude) if rk in records]
