@@ -47,11 +47,12 @@ def memory_mb(pid: int) -> dict[str, float]:
 def serve(prefix: str, workdir: str, ports: mp.Queue, done: mp.Event) -> None:
     import threading
 
+    from carelake.auth import hash_key
     from carelake.bronze.store import open_store
     from carelake.config import Settings, settings
     from carelake.topics import load_catalog
     from carelake_ingest_gateway.filesplit import FileBoard, FileTaker, Splitter
-    from carelake_ingest_gateway.http_api import create_app, hash_key, make_server
+    from carelake_ingest_gateway.http_api import create_app, make_server
     from carelake_ingest_gateway.intake import RAW_TOPIC, Intake
 
     s = settings()

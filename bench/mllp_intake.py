@@ -38,12 +38,11 @@ def cpu_seconds(pid: int) -> float:
 
 def serve(catalog_prefix: str, routes: dict[str, str], linger_ms: float, port: int, ports: mp.Queue,
           done: mp.Event, profile: str | None = None) -> None:
-    from carelake_ingest_gateway.intake import Intake
-    from carelake_ingest_gateway.mllp import MllpServer, run_loop
-
     from carelake.config import settings
     from carelake.logs import configure_logging
     from carelake.topics import load_catalog
+    from carelake_ingest_gateway.intake import Intake
+    from carelake_ingest_gateway.mllp import MllpServer, run_loop
 
     configure_logging("WARNING", "ingest-gateway")
     s = settings()

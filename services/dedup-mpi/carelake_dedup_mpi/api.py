@@ -11,8 +11,6 @@ Errors answer ``{"error": code, "detail": text}``: 401 unauthorized / operator_r
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -24,16 +22,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from carelake.auth import key_matches
 from carelake.errors import ConfigError, TransientError
 from carelake_dedup_mpi.store.errors import MpiError
 from carelake_dedup_mpi.store.mpi import MpiStore
 
 _OPERATOR = re.compile(r"[\w.@:+-]{1,120}")
-
-
-def hash_key(api_key: str) -> str:
-    """What ``api_keys`` holds for a key: its SHA-256, hex."""
-    return hashlib.sha256(api_key.encode()).hexdigest()
 
 
 class Refused(Exception):
@@ -64,8 +58,8 @@ def create_app(store: MpiStore, api_keys: Mapping[str, str] | None = None) -> Fa
     def operator(x_operator: str | None = Header(None, description="Id of the data steward making the call."),
                  credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> str:
         if hashes:
-            presented = hash_key(credentials.credentials) if credentials is not None else ""
-            if not any(hmac.compare_digest(presented, digest) for digest in hashes.values()):
+            presented = credentials.credentials if credentials is not None else None
+            if not any(key_matches(presented, digest) for digest in hashes.values()):
                 raise Refused(401, "unauthorized", "missing or wrong API key", {"WWW-Authenticate": "Bearer"})
         if not x_operator or not _OPERATOR.fullmatch(x_operator):
             raise Refused(401, "operator_required",

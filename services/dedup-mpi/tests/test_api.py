@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 import pytest
 import uvicorn
 
-from carelake_dedup_mpi.api import create_app, hash_key
+from carelake.auth import hash_key
+from carelake_dedup_mpi.api import create_app
 
 pytestmark = pytest.mark.integration
 

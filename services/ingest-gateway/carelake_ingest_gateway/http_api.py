@@ -18,7 +18,6 @@ counted while reading. Every answer is counted in ``carelake_http_requests_total
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 import math
@@ -42,6 +41,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from carelake.auth import key_matches
 from carelake.bronze.store import BronzeError, BronzeStore, ObjectNotFoundError
 from carelake.errors import ConfigError
 from carelake_ingest_gateway.filesplit import FileRefused, FileTaker
@@ -118,11 +118,6 @@ class Refused(Exception):
 # ---- keys and limits --------------------------------------------------------------------------
 
 
-def hash_key(api_key: str) -> str:
-    """What ``api_keys`` holds for a key: its SHA-256, hex."""
-    return hashlib.sha256(api_key.encode()).hexdigest()
-
-
 class TokenBucket:
     """``rate`` requests a second on average, bursts up to ``burst`` (default: one second's worth)."""
 
@@ -179,7 +174,7 @@ def create_app(intake: Intake, store: BronzeStore, taker: FileTaker, *, api_keys
                split_wait_s: float = SPLIT_WAIT_S) -> FastAPI:
     """The HTTP API over one Intake, one Bronze store and the file taker (whose board tracks splits).
 
-    ``api_keys`` maps a source to the SHA-256 (hex) of its key (see hash_key); ``rate_limits`` a
+    ``api_keys`` maps a source to the SHA-256 (hex) of its key (see carelake.auth.hash_key); ``rate_limits`` a
     source to requests per second; ``spool_dir`` is where uploads wait while hashed (default: the
     system temp folder; put it on the store's disk for large files).
     """
@@ -203,7 +198,7 @@ def create_app(intake: Intake, store: BronzeStore, taker: FileTaker, *, api_keys
             raise Refused(404, "unknown_source", f"unknown source {source!r}; known: {', '.join(SOURCES)}")
         presented = credentials.credentials if credentials is not None else key
         expected = hashes.get(source)
-        if not presented or expected is None or not hmac.compare_digest(hash_key(presented), expected):
+        if not key_matches(presented, expected):
             raise Refused(401, "unauthorized", f"missing or wrong API key for source {source!r}",
                           headers={"WWW-Authenticate": "Bearer"})
         bucket = buckets.get(source)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+from carelake.auth import hash_key
 from carelake.launch import ServiceProcess
 from carelake.stack.parts import free_port
-from carelake_ingest_gateway.http_api import hash_key
 from carelake_ingest_gateway.intake import SOURCES
 
 HL7_SOURCES = ("ehr", "lab", "public_health", "scheduling", "billing")

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from carelake.auth import hash_key
 from carelake.bronze.store import open_store
 from carelake.config import Settings, repo_root
 from carelake.errors import ConfigError
@@ -39,7 +40,7 @@ from carelake.stream.admin import create_topics
 from carelake.topics import Catalog
 from carelake_ingest_gateway.filesplit import FileBoard, FileTaker
 from carelake_ingest_gateway.hl7_ack import frame
-from carelake_ingest_gateway.http_api import create_app, hash_key, make_server
+from carelake_ingest_gateway.http_api import create_app, make_server
 from carelake_ingest_gateway.intake import RAW_TOPIC, Intake
 from carelake_ingest_gateway.mllp import MllpServer
 from carelake_ingest_gateway.service import parse_rate_limits, tls_from

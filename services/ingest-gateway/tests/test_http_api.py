@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from carelake.auth import hash_key
 from carelake.bronze.store import BronzeStore, open_store
 from carelake.config import Settings
 from carelake.serde import SchemaRegistry
@@ -24,7 +25,7 @@ from carelake.stream.selftest import count, read_topic
 from carelake.topics import Catalog
 from carelake_ingest_gateway.archiver import build_archiver
 from carelake_ingest_gateway.filesplit import FileBoard, FileTaker, Splitter
-from carelake_ingest_gateway.http_api import create_app, hash_key, make_server
+from carelake_ingest_gateway.http_api import create_app, make_server
 from carelake_ingest_gateway.intake import RAW_TOPIC, Intake
 from carelake_ingest_gateway.ledger import Ledger
 from carelake_simulator.formats import x12

@@ -346,3 +346,39 @@ def iso_date(text: str, where: str) -> str:
         return parse_date(_hl7_form(text)[:8])
     except TimeError as exc:
         raise PartError("invalid_date", f"{where}: {exc}", where) from None
+
+
+# Administrative sex of flat feeds (HL7 table 0001 letters or words) -> FHIR Patient.gender.
+GENDER = {"M": "male", "F": "female", "O": "other", "X": "other", "U": "unknown", "N": "unknown",
+          "MALE": "male", "FEMALE": "female", "OTHER": "other", "UNKNOWN": "unknown"}
+
+
+def row_patient(patient_id: str, identifier: dict, get: Callable[[str], str], *, family: str, given: str,
+                sex: str, birth: str, postal: str, phone_use: str, email: str | None = None) -> dict:
+    """A Patient from one row's demographic columns (named by the keywords); empty columns are left out.
+
+    Only a postal code is taken for the address: flat feeds carry no more of it.
+    """
+    res: dict = {"resourceType": "Patient", "id": patient_id, "identifier": [identifier]}
+    family_name, given_names = get(family), get(given)
+    if family_name or given_names:
+        name: dict = {}
+        if family_name:
+            name["family"] = family_name
+        if given_names:
+            name["given"] = given_names.split()
+        res["name"] = [name]
+    telecom = []
+    if phone := get("phone"):
+        telecom.append({"system": "phone", "value": phone, "use": phone_use})
+    if email and (address := get(email)):
+        telecom.append({"system": "email", "value": address})
+    if telecom:
+        res["telecom"] = telecom
+    if gender := GENDER.get(get(sex).upper()):
+        res["gender"] = gender
+    if dob := get(birth):
+        res["birthDate"] = iso_date(dob, birth)
+    if code := get(postal):
+        res["address"] = [{"use": "home", "postalCode": code}]
+    return res

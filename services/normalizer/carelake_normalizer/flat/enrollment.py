@@ -38,10 +38,9 @@ from carelake_normalizer.flat.common import (
     Header,
     count_unused,
     id_system,
-    iso_date,
     iso_time,
+    row_patient,
 )
-from carelake_normalizer.flat.pharmacy import GENDER
 
 REQUIRED = ("user_id",)
 COLUMNS = frozenset({"user_id", "given_name", "family_name", "birth_date", "sex", "postal_code", "phone", "email",
@@ -84,29 +83,6 @@ def map_row(b: Builder, header: Header, values: list[str]) -> None:
 
 
 def _patient(patient_id: str, user: str, source: str, get) -> dict:  # noqa: ANN001 - get(column) -> str
-    res: dict = {"resourceType": "Patient", "id": patient_id, "identifier": [
-        {"system": id_system(source, "user"), "value": user, "type": {"coding": [{"system": V2_0203, "code": "PI"}]}},
-    ]}
-    family, given = get("family_name"), get("given_name")
-    if family or given:
-        name: dict = {}
-        if family:
-            name["family"] = family
-        if given:
-            name["given"] = given.split()
-        res["name"] = [name]
-    telecom = []
-    if phone := get("phone"):
-        telecom.append({"system": "phone", "value": phone, "use": "mobile"})
-    if email := get("email"):
-        telecom.append({"system": "email", "value": email})
-    if telecom:
-        res["telecom"] = telecom
-    gender = GENDER.get(get("sex").upper())
-    if gender:
-        res["gender"] = gender
-    if dob := get("birth_date"):
-        res["birthDate"] = iso_date(dob, "birth_date")
-    if postal := get("postal_code"):
-        res["address"] = [{"use": "home", "postalCode": postal}]
-    return res
+    ident = {"system": id_system(source, "user"), "value": user, "type": {"coding": [{"system": V2_0203, "code": "PI"}]}}
+    return row_patient(patient_id, ident, get, family="family_name", given="given_name", sex="sex",
+                       birth="birth_date", postal="postal_code", phone_use="mobile", email="email")

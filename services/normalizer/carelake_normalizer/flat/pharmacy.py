@@ -37,10 +37,10 @@ from carelake_normalizer.flat.common import (
     Header,
     count_unused,
     id_system,
-    iso_date,
     iso_time,
     json_number,
     number,
+    row_patient,
     whole,
 )
 
@@ -53,8 +53,6 @@ COLUMNS = frozenset({
     "rx_number", "fill_date", "patient_id", "last_name", "first_name", "dob", "sex", "zip", "phone", "ndc",
     "drug_name", "quantity", "days_supply", "refill_number", "prescriber_npi", "prescriber_name", "pharmacy_npi",
 })
-GENDER = {"M": "male", "F": "female", "O": "other", "X": "other", "U": "unknown", "N": "unknown",
-          "MALE": "male", "FEMALE": "female", "OTHER": "other", "UNKNOWN": "unknown"}
 _FILL_TYPE = {True: ("FF", "First Fill"), False: ("RF", "Refill")}
 
 
@@ -134,30 +132,9 @@ def map_row(b: Builder, header: Header, values: list[str]) -> None:
 
 
 def _patient(patient_id: str, pid: str, source: str, get) -> dict:  # noqa: ANN001 - get(column) -> str
-    res: dict = {"resourceType": "Patient", "id": patient_id, "identifier": [
-        {"system": id_system(source, "MR"), "value": pid, "type": {"coding": [{"system": V2_0203, "code": "MR"}]}},
-    ]}
-    family, given = get("last_name"), get("first_name")
-    if family or given:
-        name: dict = {}
-        if family:
-            name["family"] = family
-        if given:
-            name["given"] = given.split()
-        res["name"] = [name]
-    phone = get("phone")
-    if phone:
-        res["telecom"] = [{"system": "phone", "value": phone, "use": "home"}]
-    gender = GENDER.get(get("sex").upper())
-    if gender:
-        res["gender"] = gender
-    dob = get("dob")
-    if dob:
-        res["birthDate"] = iso_date(dob, "dob")
-    postal = get("zip")
-    if postal:
-        res["address"] = [{"use": "home", "postalCode": postal}]
-    return res
+    mrn = {"system": id_system(source, "MR"), "value": pid, "type": {"coding": [{"system": V2_0203, "code": "MR"}]}}
+    return row_patient(patient_id, mrn, get, family="last_name", given="first_name", sex="sex", birth="dob",
+                       postal="zip", phone_use="home")
 
 
 def _medication(ndc: str, drug_name: str) -> dict:
