@@ -9,6 +9,7 @@ contracts is caught at start-up instead of as a stream of undecodable messages.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 import uuid
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from carelake.errors import TopicError
 
 CONTRACTS_TOPIC = "_carelake.contracts"
+_SOURCE_TOPIC = re.compile(r"(?:^|\.)source\.([a-z0-9_]+)\.v1$")
 EXTERNAL = "external"
 
 
@@ -108,3 +110,13 @@ def contract_of(schema_name: str, schema_dir: Path | None = None) -> dict[str, s
 
 def encode_contract(contract: dict[str, str]) -> bytes:
     return json.dumps(contract, sort_keys=True).encode()
+
+
+def source_of_topic(topic: str) -> str | None:
+    """The source system a ``source.<source>.v1`` topic (under any prefix) carries, else None.
+
+    >>> source_of_topic("demo1.source.wearables.v1"), source_of_topic("silver.fhir.v1")
+    ('wearables', None)
+    """
+    found = _SOURCE_TOPIC.search(topic)
+    return found.group(1) if found else None

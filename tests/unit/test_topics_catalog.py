@@ -72,3 +72,12 @@ def test_duplicate_declaration_is_refused(tmp_path: Path) -> None:
     path.write_text(entry + entry)
     with pytest.raises(TopicError, match="declared twice"):
         load_catalog(path)
+
+
+def test_a_source_topic_names_its_source_under_any_prefix() -> None:
+    from carelake.topics import source_of_topic
+
+    assert source_of_topic("source.public_health.v1") == "public_health"
+    assert source_of_topic("t1a2b.source.wearables.v1") == "wearables"
+    assert source_of_topic("silver.fhir.v1") is None
+    assert source_of_topic("resource.lab.v1") is None

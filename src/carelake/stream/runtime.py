@@ -24,7 +24,7 @@ from carelake.errors import CarelakeError, EncodeError, ProcessingError, SerdeEr
 from carelake.serde import SchemaRegistry
 from carelake.stream import metrics as m
 from carelake.stream.types import Emit, Output, ProcessFn, Record, Reject, Sink, Write
-from carelake.topics import Catalog
+from carelake.topics import Catalog, source_of_topic
 
 log = logging.getLogger("carelake.stream")
 T = TypeVar("T")
@@ -278,7 +278,9 @@ class Runner:
             "reason": reason[:4000], "error_type": error_type, "source_topic": record.topic,
             "source_partition": record.partition, "source_offset": record.offset,
             "source_key": record.key, "payload": record.raw or b"",
-            "source": _str_or_none(value.get("source")), "bronze_key": _str_or_none(value.get("bronze_key")),
+            # Raw bytes from a source.<source>.v1 topic carry no envelope: the topic names the source.
+            "source": _str_or_none(value.get("source")) or source_of_topic(record.topic),
+            "bronze_key": _str_or_none(value.get("bronze_key")),
             "failed_at": datetime.now(UTC), "attempts": 1,
         }
         physical, _ = self._out[self.service.dlq_topic]
