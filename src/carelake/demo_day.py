@@ -197,3 +197,40 @@ def _wait(s: Settings, catalog: Catalog, summary: DaySummary, gateway: ServicePr
             if behind else "waiting for the topics to settle")
         time.sleep(1)
     return False
+
+
+def clean_runs(s: Settings, keep: str | None = None, before: str = "99999999999999") -> dict[str, list[str]]:
+    """Drop what earlier runs left for querying: ``demo<time>.`` topics, and ``run_demo<time>`` MPI and
+    Gold databases — those stamped before ``before`` (``YYYYmmddHHMMSS``; default: all), except the run
+    whose prefix is ``keep``. Returns what was dropped, by store."""
+    import re
+
+    import psycopg
+    from confluent_kafka.admin import AdminClient
+
+    from carelake.gold.client import gold_client
+
+    keep_stamp = re.sub(r"\D", "", keep or "") or None
+
+    def old(stamp: str) -> bool:
+        return stamp < before and stamp != keep_stamp
+
+    dropped: dict[str, list[str]] = {"topics": [], "postgres": [], "gold": []}
+    admin = AdminClient({"bootstrap.servers": s.bootstrap})
+    topics = [t for t in admin.list_topics(timeout=10).topics
+              if (m := re.match(r"demo(\d{14})\.", t)) and old(m.group(1))]
+    if topics:
+        for fut in admin.delete_topics(topics, operation_timeout=30).values():
+            fut.result()
+        dropped["topics"] = sorted(topics)
+    with psycopg.connect(s.postgres_dsn, autocommit=True) as conn:
+        for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname ~ '^run_demo[0-9]{14}$'").fetchall():
+            if old(name[len("run_demo"):]):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                dropped["postgres"].append(name)
+    gold = gold_client(s.gold, database=None)
+    for (name,) in gold.query("SELECT name FROM system.databases WHERE match(name, '^run_demo[0-9]{14}$')").result_rows:
+        if old(name[len("run_demo"):]):
+            gold.command(f"DROP DATABASE IF EXISTS `{name}`")
+            dropped["gold"].append(name)
+    return dropped

@@ -254,9 +254,17 @@ def _print_gold(day) -> None:  # noqa: ANN001 - carelake.demo_day.DaySummary
 
 @app.command("demo")
 def demo(patients: Annotated[int, typer.Option(help="Patients in the simulated day (45000 = the reference day)")] = 5_000,
-         stop: Annotated[bool, typer.Option("--stop", help="Stop the local stack when done")] = False) -> None:
+         stop: Annotated[bool, typer.Option("--stop", help="Stop the local stack when done")] = False,
+         clean: Annotated[bool, typer.Option("--clean", help="First drop the topics and MPI/Gold databases that "
+                                                            "earlier demo runs left for querying")] = False) -> None:
     """The main job: a simulated day from the eight sources through Bronze, Silver, the MPI and Gold."""
     t0 = time.monotonic()
+    if clean:
+        from carelake.demo_day import clean_runs
+
+        stack_up(None)
+        dropped = clean_runs(settings())
+        out.print("dropped earlier runs: " + ", ".join(f"{len(v)} {k}" for k, v in dropped.items()))
     day_dir = settings().home / "demo" / "day"
     out.rule("carelake demo")
     out.print("1. Starting the local stack (real Kafka, PostgreSQL, Redis, chDB Gold front)")
@@ -282,6 +290,7 @@ def demo(patients: Annotated[int, typer.Option(help="Patients in the simulated d
         f"Query this run's Gold: CARELAKE_GOLD_URL={day.gold_url} carelake gold query \"SELECT * FROM "
         f"patient_360 LIMIT 5\" (or carelake patient SOURCE:MRN). Its MPI: database {day.mpi_database!r} on "
         f"the stack's PostgreSQL. Topics: prefix {day.prefix!r}; Bronze and logs under {day.workdir}. "
+        "`carelake demo --clean` drops earlier runs' topics and databases first. "
         "Not built yet: quality-monitor, feature-store, scorer (quality measures, features and scores).")
     if stop:
         stack_down(None)
