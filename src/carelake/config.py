@@ -8,10 +8,13 @@ default that points at the project's own stack under ``.local/``. A process buil
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from carelake.errors import ConfigError
 
 
 def repo_root() -> Path:
@@ -126,6 +129,22 @@ class Settings(BaseSettings):
     @property
     def drop(self) -> Path:
         return self.drop_dir or self.home / "drop"
+
+
+def parse_pairs(text: str, what: str, allowed: Sequence[str] | None = None) -> dict[str, str]:
+    """A ``name=value,name=value`` setting as a dict: ``"ehr=2575,lab=2576"`` -> {"ehr": "2575", "lab": "2576"}.
+
+    ConfigError naming the variable (``what``) on an item that is not name=value, or whose name is
+    not among ``allowed`` when given: a malformed item never passes silently (it may be an API key).
+    """
+    pairs: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not name or not value or (allowed is not None and name not in allowed):
+            among = f" with a name among {tuple(allowed)}" if allowed is not None else ""
+            raise ConfigError(f"{what}: {item!r} is not <name>=<value>{among}")
+        pairs[name] = value
+    return pairs
 
 
 @functools.cache

@@ -35,3 +35,14 @@ def test_bad_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CARELAKE_KAFKA_PORT", "not-a-port")
     with pytest.raises(Exception, match="kafka_port"):
         Settings()
+
+
+def test_a_pairs_setting_refuses_a_malformed_item_instead_of_dropping_it() -> None:
+    from carelake.config import parse_pairs
+    from carelake.errors import ConfigError
+
+    assert parse_pairs(" ops=ab12 , steward=cd34,", "CARELAKE_MPI_API_KEY_HASHES") == {"ops": "ab12", "steward": "cd34"}
+    with pytest.raises(ConfigError, match="CARELAKE_MPI_API_KEY_HASHES: 'ops'"):
+        parse_pairs("ops", "CARELAKE_MPI_API_KEY_HASHES")  # a key left out silently could disable auth
+    with pytest.raises(ConfigError, match="among"):
+        parse_pairs("mars=1", "CARELAKE_MLLP_PORTS", allowed=("ehr", "lab"))

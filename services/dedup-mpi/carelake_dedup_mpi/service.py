@@ -34,7 +34,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from carelake.config import Settings
+from carelake.config import Settings, parse_pairs
 from carelake.stream.runtime import StreamService
 from carelake.stream.types import Emit, Output, Record, Reject, Write
 from carelake_dedup_mpi.person import PersonRecord
@@ -178,7 +178,7 @@ class MpiService:
         stream = StreamService(name=NAME, inputs=[SILVER_TOPIC], outputs=[LINKED_TOPIC, LINKS_TOPIC],
                                process=Mpi(self.store).process, sink=OutboxSink(self.store))
         self.runner = runner_for(stream, settings)
-        keys = _pairs(settings.mpi_api_key_hashes.get_secret_value())
+        keys = parse_pairs(settings.mpi_api_key_hashes.get_secret_value(), "CARELAKE_MPI_API_KEY_HASHES")
         import uvicorn
 
         self.api = uvicorn.Server(uvicorn.Config(create_app(self.store, keys or None), host=settings.mpi_api_host,
@@ -203,15 +203,6 @@ class MpiService:
         ok, details = self.runner.health()
         api = bool(self._threads) and self._threads[0].is_alive() and self.api.started
         return ok and api, {**details, "api_listening": api}
-
-
-def _pairs(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in text.split(","):
-        name, sep, value = (p.strip() for p in item.partition("="))
-        if sep and name and value:
-            out[name] = value
-    return out
 
 
 def build(settings: Settings) -> MpiService:

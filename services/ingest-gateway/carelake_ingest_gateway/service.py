@@ -17,6 +17,7 @@ from typing import Any
 
 from carelake.bronze.store import open_store
 from carelake.config import Settings
+from carelake.config import parse_pairs as config_pairs
 from carelake.errors import ConfigError
 from carelake.services import DEFAULT_METRICS_PORTS, runner_for
 from carelake.topics import load_catalog
@@ -35,13 +36,7 @@ log = logging.getLogger("carelake.ingest")
 
 def parse_pairs(text: str, what: str) -> dict[str, str]:
     """``"ehr=2575,lab=2576"`` -> {"ehr": "2575", "lab": "2576"}, sources checked."""
-    pairs: dict[str, str] = {}
-    for item in filter(None, (p.strip() for p in text.split(","))):
-        source, sep, value = item.partition("=")
-        if not sep or source not in SOURCES or not value:
-            raise ConfigError(f"{what}: {item!r} is not <source>=<value> with a source among {SOURCES}")
-        pairs[source] = value
-    return pairs
+    return config_pairs(text, what, allowed=SOURCES)
 
 
 def parse_rate_limits(text: str) -> dict[str, float]:

@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 
 from carelake.config import Settings
 from carelake.errors import CarelakeError, TransientError
+from carelake.fsutil import fsync_dir
 from carelake_lake_writer.rows import GoldRow
 from carelake_lake_writer.tables import FACT_HEAD, FACT_TABLE_OF, TABLES, column_names
 
@@ -114,14 +115,6 @@ def event_day(row: dict[str, Any]) -> date:
 
 # ---- atomic files -------------------------------------------------------------------------------
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomic(table: pa.Table, path: Path) -> int:
     """Write ``table`` to ``path`` all or nothing: a hidden temp file, fsync, rename, fsync the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +128,7 @@ def write_atomic(table: pa.Table, path: Path) -> int:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path.stat().st_size
 
 
@@ -238,7 +231,7 @@ def compact(root: Path, resource_type: str, day: str, target_mb: float = 128,
         stats["rows_out"] = rows.num_rows
         for p in inputs:  # only after every rolled file is durable
             p.unlink(missing_ok=True)
-        _fsync_dir(folder)
+        fsync_dir(folder)
     log.info("Silver Parquet compacted", extra={"resource_type": resource_type, "day": day, **stats})
     return stats
 

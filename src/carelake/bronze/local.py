@@ -40,6 +40,7 @@ from carelake.bronze.store import (
     validate_key,
     validate_prefix,
 )
+from carelake.fsutil import fsync_dir
 
 _LOCKS = ".locks"  # lock files live here, one per stripe of keys
 _LOCK_STRIPES = 64
@@ -97,7 +98,7 @@ class LocalStore(BronzeStore):
             info = ObjectInfo(key=key, size=size, sha256=sha256, created=utcnow(), metadata=meta)
             _write_atomically(_sidecar(path), _sidecar_bytes(info))
             os.link(tmp, path)  # never overwrites; under the lock nobody else commits this key
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             return info
 
     @contextlib.contextmanager
@@ -244,9 +245,3 @@ def _write_atomically(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -208,6 +208,17 @@ def read_row(row: bytes, header: Header) -> list[str]:
     return [v.strip() for v in values]
 
 
+def row_getter(header: Header, values: list[str]) -> Callable[[str], str]:
+    """``get(column)``: a row's value in a named column, "" when the file has no such column."""
+    idx = header.index
+
+    def get(name: str) -> str:
+        i = idx.get(name)
+        return values[i] if i is not None else ""
+
+    return get
+
+
 def count_unused(b: Builder, header: Header, values: list[str], known: frozenset[str]) -> None:
     """Populated columns the mapping does not know: the coverage gaps (``MapResult.unused``)."""
     for name, value in zip(header.names, values, strict=True):

@@ -39,6 +39,7 @@ from carelake_normalizer.flat.common import (
     count_unused,
     id_system,
     iso_time,
+    row_getter,
     row_patient,
 )
 
@@ -49,12 +50,7 @@ COLUMNS = frozenset({"user_id", "given_name", "family_name", "birth_date", "sex"
 
 def map_row(b: Builder, header: Header, values: list[str]) -> None:
     """One roster row into ``b`` (MappingError when it names no user)."""
-    idx = header.index
-
-    def get(name: str) -> str:
-        i = idx.get(name)
-        return values[i] if i is not None else ""
-
+    get = row_getter(header, values)
     count_unused(b, header, values, COLUMNS)
     user = get("user_id")
     if not user:

@@ -40,6 +40,7 @@ from carelake_normalizer.flat.common import (
     iso_time,
     json_number,
     number,
+    row_getter,
     row_patient,
     whole,
 )
@@ -58,12 +59,7 @@ _FILL_TYPE = {True: ("FF", "First Fill"), False: ("RF", "Refill")}
 
 def map_row(b: Builder, header: Header, values: list[str]) -> None:
     """One dispense row into ``b`` (MappingError when it cannot be attributed at all)."""
-    idx = header.index
-
-    def get(name: str) -> str:
-        i = idx.get(name)
-        return values[i] if i is not None else ""
-
+    get = row_getter(header, values)
     count_unused(b, header, values, COLUMNS)
     rx, pid = get("rx_number"), get("patient_id")
     if not rx:

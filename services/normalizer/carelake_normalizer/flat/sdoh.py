@@ -39,6 +39,7 @@ from carelake_normalizer.flat.common import (
     id_system,
     json_number,
     number,
+    row_getter,
 )
 
 SDOH_MEASURE = "urn:carelake:sdoh-measure"
@@ -66,12 +67,7 @@ _HUNDRED = Decimal(100)
 
 
 def map_row(b: Builder, header: Header, values: list[str]) -> None:
-    idx = header.index
-
-    def get(name: str) -> str:
-        i = idx.get(name)
-        return values[i] if i is not None else ""
-
+    get = row_getter(header, values)
     count_unused(b, header, values, COLUMNS)
     area = get("area_id")
     if not area:
@@ -93,7 +89,7 @@ def map_row(b: Builder, header: Header, values: list[str]) -> None:
     subject = f"Location/{location_id}"
     for name in header.names:  # file order, so resources come out in the export's column order
         measure = MEASURES.get(name)
-        text = values[idx[name]] if measure is not None else ""
+        text = get(name) if measure is not None else ""
         if not text:
             continue
         try:

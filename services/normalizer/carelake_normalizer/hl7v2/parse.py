@@ -30,6 +30,21 @@ _CHARSETS = {"8859/1": "latin-1", "8859/15": "iso8859-15", "ASCII": "ascii", "UN
 _NULL = '""'
 
 
+def _subcomponent(comp: str, s: int, d: "Delimiters") -> str:
+    """Subcomponent ``s`` of one component's raw text, unescaped and stripped; "" for the HL7 null."""
+    if not comp:
+        return ""
+    if d.sub in comp:
+        parts = comp.split(d.sub)
+        comp = parts[s - 1] if s <= len(parts) else ""
+    elif s > 1:
+        return ""
+    if d.esc in comp:
+        return d.unescape(comp).strip()
+    if comp == _NULL:
+        return ""
+    return comp.strip()
+
 class Delimiters:
     __slots__ = ("field", "comp", "rep", "esc", "sub", "trunc", "_escape_re")
 
@@ -85,20 +100,7 @@ class Rep:
         comps = self.comps
         if i > len(comps):
             return ""
-        comp = comps[i - 1]
-        if not comp:
-            return ""
-        d = self.d
-        if d.sub in comp:
-            parts = comp.split(d.sub)
-            comp = parts[s - 1] if s <= len(parts) else ""
-        elif s > 1:
-            return ""
-        if d.esc in comp:
-            comp = d.unescape(comp)
-        elif comp == _NULL:
-            return ""
-        return comp.strip()
+        return _subcomponent(comps[i - 1], s, self.d)
 
     def values(self, n: int) -> list[str]:
         """Components 1..n (first subcomponent of each), unescaped: one call for a whole data type."""
@@ -181,19 +183,7 @@ class Segment:
             comps = raw.split(d.comp) if raw else ()
             if c > len(comps):
                 return ""
-            comp = comps[c - 1]  # as Rep.c, without building a Rep
-            if not comp:
-                return ""
-            if d.sub in comp:
-                parts = comp.split(d.sub)
-                comp = parts[s - 1] if s <= len(parts) else ""
-            elif s > 1:
-                return ""
-            if d.esc in comp:
-                comp = d.unescape(comp)
-            elif comp == _NULL:
-                return ""
-            return comp.strip()
+            return _subcomponent(comps[c - 1], s, d)  # as Rep.c, without building a Rep
         if c > 1 or s > 1:
             return ""
         return d.unescape(raw).strip() if d.esc in raw else raw.strip()
