@@ -185,3 +185,66 @@ def test_the_sink_routes_gold_rows_and_silver_files_and_the_root_sits_beside_bro
     beside = Settings(home=tmp_path / "home", bronze_dir=tmp_path / "store" / "bronze")
     assert lake_root(beside) == tmp_path / "store" / "lake"
     assert lake_root(Settings(home=tmp_path / "home")) == tmp_path / "home" / "lake"  # no Bronze folder yet
+
+
+def test_the_lake_uri_names_a_local_folder_or_an_s3_prefix(tmp_path: Path) -> None:
+    from carelake.errors import ConfigError
+    from carelake_lake_writer.parquet import open_lake
+
+    home = Settings(home=tmp_path / "home")
+    assert open_lake(home).base == str(lake_root(home).resolve()) and open_lake(home).is_local
+    assert open_lake(home.model_copy(update={"lake_uri": str(tmp_path / "x")})).base == str((tmp_path / "x").resolve())
+    assert open_lake(home.model_copy(update={"lake_uri": f"file://{tmp_path}/y"})).base == str((tmp_path / "y").resolve())
+    s3 = open_lake(home.model_copy(update={"lake_uri": "s3://bucket/some/prefix/", "s3_endpoint_url": "http://h:9"}))
+    assert (s3.bucket, s3.base, s3.is_local) == ("bucket", "bucket/some/prefix", False)
+    assert s3.folder("Observation", "2026-01-15") == "bucket/some/prefix/silver/Observation/day=2026-01-15"
+    with pytest.raises(ConfigError):
+        open_lake(home.model_copy(update={"lake_uri": "gs://bucket/x"}))
+
+
+def test_the_scheduled_compactor_rolls_local_folders_with_enough_parts(day: list[dict], tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from prometheus_client import REGISTRY
+
+    from carelake_lake_writer.parquet import Compactor, Lake
+
+    sink = ParquetSink(tmp_path)
+    write_in_batches(sink, day, 300)  # several parts per busy folder, one in the quiet ones
+    folders = {p.parent for p in parquet_files(tmp_path)}
+    parts = {f: len(list(f.glob("part-*.parquet"))) for f in folders}
+    assert sum(n >= 3 for n in parts.values()) >= 2 and min(parts.values()) < 3
+    ids = {f: {i for p in f.glob("*.parquet") for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()}
+           for f in folders}
+    # One busy folder holds a file that is not Parquet: it fails alone (counted), the others still roll.
+    poisoned = min(f for f, n in parts.items() if n >= 3)
+    (poisoned / "part-zz-not-parquet.parquet").write_bytes(b"not parquet")
+    poisoned_before = sorted(p.name for p in poisoned.glob("*.parquet"))
+    errors_before = REGISTRY.get_sample_value("carelake_lake_writer_compaction_errors_total") or 0
+
+    compactor, stop = Compactor(Lake.local(tmp_path), interval_s=0.05, min_parts=3), threading.Event()
+    thread = threading.Thread(target=compactor, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while compactor.runs < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert compactor.runs >= 1 and not thread.is_alive()
+    assert sorted(p.name for p in poisoned.glob("*.parquet")) == poisoned_before
+    assert (REGISTRY.get_sample_value("carelake_lake_writer_compaction_errors_total") or 0) > errors_before
+    (poisoned / "part-zz-not-parquet.parquet").unlink()
+    for folder, n in parts.items():
+        names = [p.name for p in folder.glob("*.parquet")]
+        if folder == poisoned:
+            assert len(names) == n
+        elif n >= 3:
+            assert len(names) == 1 and names[0].startswith("rolled-"), folder
+            assert not list(folder.glob(".*.tmp"))
+        else:
+            assert len(names) == n and all(name.startswith("part-") for name in names), folder
+        assert {i for p in folder.glob("*.parquet")
+                for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()} == ids[folder]  # none lost

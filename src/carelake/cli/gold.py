@@ -117,13 +117,27 @@ lake_app = typer.Typer(help="Silver at rest: the Parquet files the lake-writer w
 
 @lake_app.command("compact")
 def lake_compact(day: Annotated[str | None, typer.Option(help="Only this event day (YYYY-MM-DD)")] = None,
-                 target_mb: Annotated[int, typer.Option(help="Target size of a rolled file")] = 128) -> None:
-    """Roll each day's small part files into large ones (deduplicated by id, newest version kept)."""
-    from carelake_lake_writer.parquet import compact_all, lake_root
+                 target_mb: Annotated[float | None, typer.Option(
+                     help="Target size of a rolled file (default CARELAKE_LAKE_COMPACT_TARGET_MB, 128)")] = None,
+                 ) -> None:
+    """Roll each day's small part files into large ones (deduplicated by id, newest version kept).
 
-    root = lake_root(settings())
-    done = compact_all(root, day, target_mb=target_mb)
+    Works on the lake CARELAKE_LAKE_URI names (a folder, or s3://bucket/prefix). On S3 there is no lock:
+    run it only while the lake-writer's own scheduled compaction is off (CARELAKE_LAKE_COMPACT_INTERVAL_S=0)
+    or the service is stopped.
+    """
+    from carelake.errors import CarelakeError
+    from carelake_lake_writer.parquet import compact_all, open_lake
+
+    config = settings()
+    try:
+        lake = open_lake(config)
+        lake.check()
+        done = compact_all(lake, day, target_mb=target_mb or config.lake_compact_target_mb)
+    except CarelakeError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
     for folder, stats in sorted(done.items()):
         out.print(f"  {folder}: {stats['inputs']} files / {stats['rows_in']:,} rows -> "
                   f"{stats['outputs']} files / {stats['rows_out']:,} rows")
-    out.print(f"{root}: {len(done)} day folder(s) compacted")
+    out.print(f"{lake.uri}: {len(done)} day folder(s) compacted")

@@ -40,6 +40,9 @@ class StreamService:
     outputs: Sequence[str] = ()
     sink: Sink | None = None
     dlq: str | None = None  # default dlq.<name>.v1
+    # Tasks beside the loop (e.g. the lake-writer's scheduled compaction): each runs in a daemon
+    # thread from the start of ``Runner.run`` and is handed an Event set when the loop ends.
+    background: Sequence[Callable[[threading.Event], None]] = ()
 
     @property
     def dlq_topic(self) -> str:
@@ -118,6 +121,11 @@ class Runner:
         self._consumer.subscribe(list(self._in), on_assign=self._on_assign, on_revoke=self._on_revoke,
                                  on_lost=self._on_revoke)
         log.info("started", extra={"inputs": list(self._in), "group": self.service.name})
+        ended = threading.Event()
+        tasks = [threading.Thread(target=task, args=(ended,), name=f"{self.service.name}-background-{i}", daemon=True)
+                 for i, task in enumerate(self.service.background)]
+        for thread in tasks:
+            thread.start()
         try:
             while not self._stop.is_set():
                 self._last_loop = time.monotonic()
@@ -132,6 +140,9 @@ class Runner:
             # redelivered to whoever owns the partition next.
             log.warning("stopped while retrying; batch left uncommitted")
         finally:
+            ended.set()
+            for thread in tasks:
+                thread.join(30)
             # Graceful: the last batch was committed inside _handle; flush stragglers, leave the group.
             self._producer.flush(30)
             self._consumer.close()
