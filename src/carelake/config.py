@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     s3_access_key_id: SecretStr = Field(SecretStr(""), description="S3 access key; empty = boto3's default credential chain.")
     s3_secret_access_key: SecretStr = Field(SecretStr(""), description="S3 secret key; empty = default chain.")
     s3_prefix: str = Field("", description="Key prefix for Bronze inside the bucket.")
+    lake_uri: str = Field("", description="Where the lake-writer keeps Silver Parquet: empty = <bronze parent>/lake "
+                          "beside a local Bronze folder (else <home>/lake); a folder path; or s3://bucket/prefix "
+                          "(endpoint, region and credentials from the s3_* settings; the bucket must exist).")
+    lake_compact_interval_s: float = Field(300.0, ge=0, description="Seconds between the lake-writer's scheduled "
+                                           "Parquet compactions; 0 = off (then compact with `carelake lake compact`).")
+    lake_compact_min_parts: int = Field(8, ge=1, description="A day folder is compacted by the schedule once it "
+                                        "holds this many part files.")
+    lake_compact_target_mb: float = Field(128.0, gt=0, description="Size of a rolled Parquet file, in MB.")
     schema_dir: Path = Field(
         default_factory=lambda: repo_root() / "schemas" / "avro",
         description="Folder of the Avro contracts (.avsc).",
@@ -61,6 +69,12 @@ class Settings(BaseSettings):
     )
     topic_prefix: str = Field("", description="Prefix on every topic name (tests and side-by-side environments).")
     batch_size: int = Field(500, description="Messages a service consumes and processes per batch.")
+    # The lake-writer's cost is per Gold insert (one HTTP round trip and one new part per table,
+    # which the store must merge later), not per row: bigger batches cut its CPU and the store's.
+    p360_refresh_interval_s: float = Field(5.0, description="How often the lake-writer rebuilds the patient_360_rows of "
+                                                            "the people its batches touched; 0 = never (lookups read the view).")
+    service_batch_sizes: str = Field("lake-writer=5000", description="Per-service batch sizes overriding batch_size: "
+                                                                     "name=N, comma-separated.")
     session_timeout_ms: int = Field(10_000, description="Kafka consumer session timeout: how soon a dead member's partitions move.")
     instance_id: str = Field("", description="Static consumer-group member id (a StatefulSet pod name); a restart with the same id resumes at once.")
     mllp_host: str = Field("127.0.0.1", description="Address the gateway's MLLP listeners bind (0.0.0.0 in a pod).")
@@ -103,6 +117,15 @@ class Settings(BaseSettings):
     def _empty_path_is_unset(cls, value: object) -> object:
         # A manifest's `VAR: ""` means "not set", not the current directory.
         return None if isinstance(value, str) and not value.strip() else value
+
+    def batch_size_of(self, service: str) -> int:
+        """The batch size of one service: its entry in service_batch_sizes, else batch_size."""
+        value = parse_pairs(self.service_batch_sizes, "CARELAKE_SERVICE_BATCH_SIZES").get(service)
+        if value is None:
+            return self.batch_size
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"CARELAKE_SERVICE_BATCH_SIZES: {service}={value!r} is not a positive whole number")
+        return int(value)
 
     @property
     def bootstrap(self) -> str:

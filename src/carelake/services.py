@@ -67,7 +67,8 @@ def runner_for(service: StreamService, settings: Settings) -> Runner:
     consumer: dict[str, object] = {"session.timeout.ms": settings.session_timeout_ms}
     if settings.instance_id:
         consumer["group.instance.id"] = f"{settings.instance_id}-{service.name}"
-    config = RunnerConfig(bootstrap=settings.bootstrap, batch_size=settings.batch_size, consumer=consumer)
+    config = RunnerConfig(bootstrap=settings.bootstrap, batch_size=settings.batch_size_of(service.name),
+                          consumer=consumer)
     return Runner(service, catalog, config)
 
 

@@ -46,3 +46,15 @@ def test_a_pairs_setting_refuses_a_malformed_item_instead_of_dropping_it() -> No
         parse_pairs("ops", "CARELAKE_MPI_API_KEY_HASHES")  # a key left out silently could disable auth
     with pytest.raises(ConfigError, match="among"):
         parse_pairs("mars=1", "CARELAKE_MLLP_PORTS", allowed=("ehr", "lab"))
+
+
+def test_a_service_batch_size_overrides_the_default_for_that_service_only() -> None:
+    from carelake.config import Settings
+    from carelake.errors import ConfigError
+
+    s = Settings(batch_size=300, service_batch_sizes="lake-writer=4000")
+    assert s.batch_size_of("lake-writer") == 4000
+    assert s.batch_size_of("normalizer") == 300
+    assert Settings().batch_size_of("lake-writer") == 5000  # the shipped default: Gold pays per insert
+    with pytest.raises(ConfigError, match="lake-writer='0'"):
+        Settings(service_batch_sizes="lake-writer=0").batch_size_of("lake-writer")

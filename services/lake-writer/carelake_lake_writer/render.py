@@ -108,7 +108,9 @@ def render_patient(p: dict) -> RenderableType:
                            ((s["measure"], f"{_num(s['value'])} {s['unit']}".strip(), s["scope"], s["source"])
                             for s in p.get("sdoh") or ())))
     lookup = p.get("lookup") or {}
-    subtitle = f"found by {lookup.get('resolved_by')} from {lookup.get('asked')!r}" if lookup else None
+    subtitle = (f"found by {lookup.get('resolved_by')} from {lookup.get('asked')!r}; "
+                f"read from {'the stored row' if lookup.get('served_from') == 'rows' else 'the live view'}"
+                if lookup else None)
     return Panel(Group(*_spaced(sections)), title=f"Patient 360 — {', '.join(p.get('sources') or ())}",
                  subtitle=subtitle, title_align="left", subtitle_align="right")
 

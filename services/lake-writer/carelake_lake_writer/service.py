@@ -30,7 +30,8 @@ from carelake.gold.client import gold_client
 from carelake.stream.runtime import StreamService
 from carelake.stream.types import Output, Record, Reject, Write
 from carelake_lake_writer.gold.sink import GoldSink
-from carelake_lake_writer.parquet import LakeSink, ParquetSink, SilverAtRest, lake_root
+from carelake_lake_writer.p360 import Refresher
+from carelake_lake_writer.parquet import Compactor, LakeSink, ParquetSink, SilverAtRest, open_lake
 from carelake_lake_writer.rows import (
     BadResource,
     dead_letter_row,
@@ -118,16 +119,30 @@ class LakeWriter:
 def build(settings: Settings) -> StreamService:
     """The lake-writer over the runtime; Gold is migrated and checked now if it answers, else at the first write.
 
-    Silver resources also land as Parquet under ``lake_root(settings)`` (``<bronze parent>/lake``).
+    Silver resources also land as Parquet in the lake ``CARELAKE_LAKE_URI`` names (default
+    ``lake_root(settings)``, ``<bronze parent>/lake``; or ``s3://bucket/prefix``): a missing S3 bucket is a
+    ConfigError now. A background ``Compactor`` rolls the day folders' part files every
+    ``lake_compact_interval_s`` (0 = never) while the service runs.
     """
     database = gold_database(settings.gold)
     # database=None: the client must work before the database exists; every statement names it.
-    gold = GoldSink(lambda: gold_client(settings.gold, database=None), database)
+    refresher = Refresher() if settings.p360_refresh_interval_s > 0 else None
+    gold = GoldSink(lambda: gold_client(settings.gold, database=None), database, refresher)
     try:
         gold.prepare()
     except TransientError as exc:
         log.warning("Gold not reachable at start-up; will retry at the first write", extra={"error": str(exc)})
-    root = lake_root(settings)
-    log.info("Silver at rest as Parquet", extra={"root": str(root)})
+    lake = open_lake(settings)
+    parquet = ParquetSink(lake)
+    try:
+        parquet.prepare()  # ConfigError: no such bucket, access refused
+    except TransientError as exc:
+        log.warning("the Parquet lake is not reachable at start-up; will retry at the first write",
+                    extra={"lake": lake.uri, "error": str(exc)})
+    compactor = Compactor(lake, interval_s=settings.lake_compact_interval_s,
+                          min_parts=settings.lake_compact_min_parts, target_mb=settings.lake_compact_target_mb)
+    log.info("Silver at rest as Parquet", extra={"lake": lake.uri, "compact_interval_s": compactor.interval_s})
     return StreamService(name=NAME, inputs=list(INPUTS), process=LakeWriter(at_rest=True),
-                         sink=LakeSink(gold, ParquetSink(root)))
+                         sink=LakeSink(gold, parquet), background=[
+                             *([compactor] if compactor.interval_s > 0 else []),
+                             *([gold.refresh_every(settings.p360_refresh_interval_s)] if refresher else [])])

@@ -102,6 +102,8 @@ TABLES: dict[str, Columns] = {
         ("source_topic", S), ("source_partition", "Int32"), ("source_offset", "Int64"), ("source", LC),
         ("bronze_key", S), ("failed_at", DT), ("attempts", "Int32"), ("payload_size", "Int64"), *TAIL,
     ),
+    # Written by the sink itself (p360.py), not by process(): who each batch touched.
+    "person_changes": (("scope", LC), ("key", S), ("inserted_at", DT)),
 }
 
 # Fact tables fed from Silver, by FHIR resource type.

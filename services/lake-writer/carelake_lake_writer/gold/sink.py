@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from prometheus_client import Counter, Histogram
 from carelake.errors import CarelakeError, TransientError
 from carelake_lake_writer.gold.migrate import migrate, quote_db
 from carelake_lake_writer.gold.schema import check_schema
+from carelake_lake_writer.p360 import Refresher, change_rows, touched
 from carelake_lake_writer.rows import GoldRow
 from carelake_lake_writer.tables import TABLES, column_names, column_types
 
@@ -52,11 +54,15 @@ def is_transient(exc: Exception) -> bool:
 class GoldSink:
     """Writes GoldRow items to ``database``, one insert per table per batch."""
 
-    def __init__(self, connect: Callable[[], Client], database: str) -> None:
+    def __init__(self, connect: Callable[[], Client], database: str, refresher: Refresher | None = None) -> None:
         quote_db(database)  # refuse a bad name now, not at the first write
         self.connect, self.database = connect, database
         self.client: Client | None = None
         self.ready = False
+        # Inserts and patient_360_rows refreshes take the refresher's lock: a refresh never runs
+        # while a batch is half-written, so its stamp is later than every row it could have read.
+        self.refresher = refresher
+        self.lock = refresher.lock if refresher is not None else threading.Lock()
 
     def prepare(self) -> None:
         """Connect, apply pending migrations and check the columns (ConfigError on a mismatch)."""
@@ -80,9 +86,35 @@ class GoldSink:
 
     def write(self, items: Sequence[GoldRow]) -> None:
         self.prepare()
+        with self.lock:
+            self._write(items)
+
+    def refresh(self) -> int:
+        """Rebuild the patient_360_rows of the people written since the last refresh (p360.py)."""
+        if self.refresher is None or not self.ready or self.client is None:
+            return 0
+        try:
+            return self.refresher.refresh(self.client, self.database)
+        except (OperationalError, DatabaseError) as exc:
+            raise (TransientError if is_transient(exc) else CarelakeError)(
+                f"patient_360_rows refresh failed: {_short(exc)}") from exc
+
+    def refresh_every(self, interval_s: float) -> Callable[[threading.Event], None]:
+        """A background task for the runtime: refresh every ``interval_s`` until the service ends."""
+        def run(ended: threading.Event) -> None:
+            while not ended.wait(interval_s):
+                try:
+                    self.refresh()
+                except Exception as exc:  # noqa: BLE001 - lookups fall back to the view meanwhile
+                    log.warning("patient_360_rows refresh failed; will retry", extra={"error": str(exc)})
+        return run
+
+    def _write(self, items: Sequence[GoldRow]) -> None:
         assert self.client is not None
+        who = touched(items)
         by_table: dict[str, list[tuple]] = defaultdict(list)
-        for item in items:
+        # person_changes first: a lookup during the batch already sees these people as changed.
+        for item in [*change_rows(who), *items]:
             by_table[item.table].append(item.values)
         now = datetime.now(UTC)
         for table, rows in by_table.items():
@@ -99,6 +131,8 @@ class GoldSink:
                 raise CarelakeError(f"Gold refused the insert into {self.database}.{table}: {_short(exc)}") from exc
             INSERT_SECONDS.observe(time.perf_counter() - started)
             ROWS.labels(table).inc(len(data))
+        if self.refresher is not None:
+            self.refresher.note(who)
 
 
 def _short(exc: Exception) -> str:
