@@ -45,6 +45,36 @@ def mpi_against_truth(client, day: Path) -> dict:  # noqa: ANN001 - clickhouse_c
             "per_source_pair": {k: round(v["f1"], 4) for k, v in acc.per_source_pair(pred, seen_truth).items()}}
 
 
+def lookup_latency(client, n: int = 200, wait_s: float = 20) -> dict:  # noqa: ANN001 - clickhouse_connect Client
+    """Patient 360 lookups of ``n`` persons (most sources first) by EUID and by one of their source keys,
+    once the lake-writer has refreshed the stored rows (up to ``wait_s``), and from the narrowed view."""
+    from carelake_lake_writer.queries import _from_view, patient_360, person_keys
+
+    db = client.database
+    people = client.query(f"SELECT euid, identifiers[1] FROM person_records ORDER BY length(sources) DESC, euid "
+                          f"LIMIT {n}").result_rows
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and patient_360(client, db, people[-1][0])["lookup"]["served_from"] != "rows":
+        time.sleep(1)
+
+    def timed(fn) -> float:  # noqa: ANN001
+        t = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t) * 1000
+
+    by_euid = sorted(timed(lambda e=e: patient_360(client, db, e)) for e, _ in people)
+    by_key = sorted(timed(lambda k=k: patient_360(client, db, k)) for _, k in people)
+    view = sorted(timed(lambda e=e: _from_view(client, db, e, person_keys(client, db, e))) for e, _ in people[:20])
+    served = sum(patient_360(client, db, e)["lookup"]["served_from"] == "rows" for e, _ in people)
+
+    def pct(xs: list[float], q: float) -> float:
+        return round(xs[min(len(xs) - 1, int(q * len(xs)))], 1)
+
+    return {"n": len(people), "served_from_rows": served, "euid_p50_ms": pct(by_euid, 0.5),
+            "euid_p99_ms": pct(by_euid, 0.99), "key_p50_ms": pct(by_key, 0.5), "key_p99_ms": pct(by_key, 0.99),
+            "view_p50_ms": pct(view, 0.5)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patients", type=int, default=45_000)
@@ -70,11 +100,10 @@ def main() -> None:
         f"{name} {sec / wall:.2f}" for name, sec in sorted(summary.cpu_seconds.items(), key=lambda kv: -kv[1])))
     print(f"Gold: persons {gold.persons:,} (2+ sources {gold.persons_multi_source:,}); success rate "
           f"{gold.success_rate}; lag p50 {gold.lag_p50_s}s p99 {gold.lag_p99_s}s; MPI {dict(summary.mpi_decisions)}")
-    t = time.perf_counter()
-    from carelake_lake_writer.queries import patient_360
-
-    patient_360(client, client.database, gold.showcase or "")
-    print(f"one patient_360 lookup: {(time.perf_counter() - t) * 1000:.0f} ms")
+    lookups = lookup_latency(client, wait_s=3 * settings().p360_refresh_interval_s + 5)
+    print(f"patient_360 lookups ({lookups['n']} persons, stored rows: {lookups['served_from_rows']}): by EUID p50 "
+          f"{lookups['euid_p50_ms']} ms p99 {lookups['euid_p99_ms']} ms; by source:mrn p50 {lookups['key_p50_ms']} ms "
+          f"p99 {lookups['key_p99_ms']} ms; from the view (narrowed, no stored row) p50 {lookups['view_p50_ms']} ms")
     t = time.perf_counter()
     client.query("SELECT code, count(), avg(value_num) FROM observations FINAL GROUP BY code")
     print(f"full scan aggregate over observations: {(time.perf_counter() - t) * 1000:.0f} ms")
@@ -86,7 +115,7 @@ def main() -> None:
     if args.json:
         # Not asdict(summary): it rebuilds a Counter from (key, value) pairs, counting the pairs.
         day = {k: dict(v) if isinstance(v, dict) else v for k, v in vars(summary).items() if k != "workdir"}
-        out = {"summary": day, "gold": asdict(gold),
+        out = {"summary": day, "gold": asdict(gold), "patient_360_lookups": lookups,
                "mpi_accuracy": accuracy}
         args.json.write_text(json.dumps(out, indent=2, default=str))
 

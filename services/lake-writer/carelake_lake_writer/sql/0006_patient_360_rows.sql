@@ -58,6 +58,9 @@ FROM (
 
 CREATE TABLE IF NOT EXISTS {db}.patient_360_rows
 ENGINE = ReplacingMergeTree(refreshed_at, deleted) ORDER BY euid
+-- Small granules: a lookup reads one row, and a default granule (8,192 rows of wide nested columns)
+-- cost ~24 ms to read where 64 rows cost ~8 ms on the reference day.
+SETTINGS index_granularity = 64
 EMPTY AS SELECT *, toDateTime64(0, 6, 'UTC') AS refreshed_at, toUInt8(0) AS deleted FROM {db}.patient_360;
 
 -- What changed when, for the freshness check: one row per record key (scope 'record'), per EUID
