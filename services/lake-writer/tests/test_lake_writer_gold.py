@@ -23,6 +23,7 @@ from carelake.topics import Catalog
 from carelake_lake_writer.gold.data_tests import run_data_tests
 from carelake_lake_writer.gold.migrate import migrate
 from carelake_lake_writer.gold.schema import check_schema
+from carelake_lake_writer.p360 import differences
 from carelake_lake_writer.queries import gold_query, patient_360
 from carelake_lake_writer.rows import raw_row
 from carelake_lake_writer.service import build
@@ -164,6 +165,9 @@ def test_a_day_lands_in_gold_a_merge_rekeys_patient_360_and_a_replay_changes_not
         assert run_data_tests(client, db) == {"accepted_statuses": [], "not_null_keys": [], "unique_ids": []}
     finally:
         running.stop()
+    # The stopping writer refreshed the stored Patient 360 rows last: each equals the view.
+    assert differences(client, db) == 0
+    assert patient_360(client, db, lab_key)["lookup"]["served_from"] == "rows"
 
 
 def test_migrations_are_idempotent_and_a_drifted_column_stops_the_writer(stack: Settings, catalog: Catalog,

@@ -13,7 +13,7 @@ from carelake.config import Settings
 from carelake.gold.client import gold_client
 from carelake.stream.types import Record, Write
 from carelake_lake_writer.gold.sink import GoldSink
-from carelake_lake_writer.p360 import Refresher, Touched, change_rows, touched
+from carelake_lake_writer.p360 import Refresher, Touched, change_rows, differences, touched
 from carelake_lake_writer.queries import patient_360
 from carelake_lake_writer.service import LakeWriter
 
@@ -61,14 +61,6 @@ def _link_records(links: list[dict]) -> list[Record]:
     return [Record.of(e, topic="mpi.links.v1", offset=i) for i, e in enumerate(links)]
 
 
-def _differences(client, db: str) -> int:
-    """Rows in the view and not stored, plus stored and not in the view (0 = the table is the view)."""
-    view = f"SELECT * FROM `{db}`.patient_360"
-    stored = f"SELECT * EXCEPT (refreshed_at, deleted) FROM `{db}`.patient_360_rows FINAL"
-    return int(client.command(f"SELECT count() FROM (({view}) EXCEPT ({stored}))")) + int(
-        client.command(f"SELECT count() FROM (({stored}) EXCEPT ({view}))"))
-
-
 @pytest.mark.integration
 def test_stored_rows_equal_the_view_and_a_merge_is_never_answered_from_a_stale_row(
         stack: Settings, gold_db: tuple, silver_day: SilverDay) -> None:
@@ -79,7 +71,7 @@ def test_stored_rows_equal_the_view_and_a_merge_is_never_answered_from_a_stale_r
     for start in range(0, len(items), 5000):
         sink.write(items[start:start + 5000])
     assert sink.refresh() > 0  # the first refresh rebuilds every row
-    assert _differences(client, db) == 0
+    assert differences(client, db) == 0
 
     # Two people, each with an EHR record and one other record; the second's other record moves to the first.
     people = sorted(e for e in {x["euid"] for x in silver_day.envelopes if x["euid"]}
@@ -107,4 +99,4 @@ def test_stored_rows_equal_the_view_and_a_merge_is_never_answered_from_a_stale_r
     assert again["lookup"]["served_from"] == "rows" and set(moved) <= set(again["identifiers"])
     assert {k: v for k, v in again.items() if k != "lookup"} == {k: v for k, v in after.items() if k != "lookup"}
     assert int(client.command(f"SELECT count() FROM `{db}`.patient_360_rows FINAL WHERE euid = '{gone}'")) == 0
-    assert _differences(client, db) == 0
+    assert differences(client, db) == 0

@@ -115,6 +115,10 @@ class GoldSink:
                 except Exception as exc:  # noqa: BLE001 - lookups fall back to the view meanwhile
                     log.warning("patient_360_rows refresh failed; will retry", extra={"error": str(exc)})
                 pause = max(interval_s, 10 * (time.monotonic() - started))
+            try:  # the service is stopping after its last commit: leave every row fresh
+                self.refresh()
+            except Exception as exc:  # noqa: BLE001 - the next start rebuilds every row anyway
+                log.warning("final patient_360_rows refresh failed", extra={"error": str(exc)})
         return run
 
     def _write(self, items: Sequence[GoldRow]) -> None:
