@@ -292,16 +292,42 @@ def schema_of(resource_type: str) -> pa.Schema:
     return schema
 
 
-def _row(item: SilverAtRest) -> dict[str, Any]:
-    row = dict(zip(column_names("silver_resources"), item.silver.values, strict=False))
-    if item.fact is not None:
-        row.update(zip(column_names(item.fact.table), item.fact.values, strict=False))
-    return row
+_SILVER_AT = {name: i for i, name in enumerate(column_names("silver_resources"))}
+_PLANS: dict[str, list[tuple[bool, int]]] = {}
 
 
-def event_day(row: dict[str, Any]) -> date:
-    """The folder day of a row: its event time's UTC day, else the day it was processed."""
-    moment: datetime = row.get("event_time") or row["processed_at"]
+def _plan(resource_type: str) -> list[tuple[bool, int]]:
+    """Per column of the type's schema: (from the fact row?, index in that row's values). The head
+    comes from the silver_resources row (the fact row carries the same envelope values)."""
+    plan = _PLANS.get(resource_type)
+    if plan is None:
+        table = FACT_TABLE_OF.get(resource_type)
+        fact_at = {name: i for i, name in enumerate(column_names(table))} if table else {}
+        plan = _PLANS[resource_type] = [(False, _SILVER_AT[name]) if name in HEAD else (True, fact_at[name])
+                                        for name in schema_of(resource_type).names]
+    return plan
+
+
+def to_table(resource_type: str, items: Sequence[SilverAtRest]) -> pa.Table:
+    """The items (all of ``resource_type``) as one Arrow table in its schema, built column by column
+    (no dict per row: this is a third of the lake-writer's CPU)."""
+    schema = schema_of(resource_type)
+    columns = []
+    for field, (from_fact, i) in zip(schema, _plan(resource_type), strict=True):
+        if from_fact:
+            values = [item.fact.values[i] if item.fact is not None else None for item in items]
+        else:
+            values = [item.silver.values[i] for item in items]
+        columns.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+_EVENT_TIME, _PROCESSED_AT, _RESOURCE_TYPE = (_SILVER_AT[n] for n in ("event_time", "processed_at", "resource_type"))
+
+
+def event_day(item: SilverAtRest) -> date:
+    """The folder day of a resource: its event time's UTC day, else the day it was processed."""
+    moment: datetime = item.silver.values[_EVENT_TIME] or item.silver.values[_PROCESSED_AT]
     return (moment.astimezone(UTC) if moment.tzinfo else moment).date()
 
 
@@ -342,15 +368,14 @@ class ParquetSink:
         self.lake.check()
 
     def write(self, items: Sequence[SilverAtRest]) -> None:
-        groups: dict[tuple[str, date, str, int], list[tuple[int, dict]]] = defaultdict(list)
+        groups: dict[tuple[str, date, str, int], list[SilverAtRest]] = defaultdict(list)
         for item in items:
-            row = _row(item)
-            groups[(row["resource_type"], event_day(row), item.topic, item.partition)].append((item.offset, row))
-        for (resource_type, day, topic, partition), rows in groups.items():
-            offsets = [offset for offset, _ in rows]
+            key = (item.silver.values[_RESOURCE_TYPE], event_day(item), item.topic, item.partition)
+            groups[key].append(item)
+        for (resource_type, day, topic, partition), group in groups.items():
+            offsets = [item.offset for item in group]
             name = f"part-{_UNSAFE.sub('_', topic)}-{partition}-{min(offsets)}-{max(offsets)}.parquet"
-            schema = schema_of(resource_type)
-            table = pa.Table.from_pylist([{f: r.get(f) for f in schema.names} for _, r in rows], schema=schema)
+            table = to_table(resource_type, group)
             # TransientError (disk full, S3 down) is retried with nothing committed; a refusal stops the service.
             self.lake.write(table, f"{self.lake.folder(_UNSAFE.sub('_', resource_type), day)}/{name}")
 
