@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from lake_files import TOPIC, amended, day_of, items, run_once, write_in_batches
 from silver_day import SilverDay
 
 from carelake.config import Settings
@@ -25,26 +24,9 @@ from carelake_lake_writer.parquet import (
 from carelake_lake_writer.rows import GoldRow
 from carelake_lake_writer.service import LakeWriter
 
-TOPIC = "t_x.silver.linked.v1"
-
-
-def items(envelopes: list[dict], first_offset: int = 0, partition: int = 0) -> list[SilverAtRest]:
-    records = [Record.of(e, topic=TOPIC, partition=partition, offset=first_offset + i) for i, e in enumerate(envelopes)]
-    out = LakeWriter(at_rest=True)(records)
-    return [o.item for o in out if isinstance(o, Write) and isinstance(o.item, SilverAtRest)]
-
-
-def write_in_batches(sink: ParquetSink, envelopes: list[dict], size: int) -> None:
-    for start in range(0, len(envelopes), size):
-        sink.write(items(envelopes[start:start + size], first_offset=start))
-
 
 def parquet_files(root: Path) -> list[Path]:
     return sorted(root.rglob("*.parquet"))
-
-
-def day_of(envelope: dict) -> str:
-    return str((envelope["event_time"] or envelope["processed_at"]).date())
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +83,7 @@ def test_compaction_rolls_the_parts_keeping_one_row_per_id_at_its_highest_versio
     write_in_batches(sink, day[:1000], 250)  # a redelivery cut into other batches: other part names, same rows
     # A newer version of one Observation (re-processed later, now amended).
     old = next(e for e in day if e["resource_type"] == "Observation")
-    newer = copy.deepcopy(old)
-    newer["processed_at"] = old["processed_at"] + timedelta(seconds=1)
-    resource = json.loads(newer["resource"])
-    resource["status"] = "amended"
-    newer["resource"] = json.dumps(resource)
+    newer = amended(old)
     sink.write(items([newer], first_offset=len(day) + 1))
     folder = tmp_path / "silver" / "Observation" / f"day={day_of(old)}"
     parts = list(folder.glob("part-*.parquet"))
@@ -203,9 +181,6 @@ def test_the_lake_uri_names_a_local_folder_or_an_s3_prefix(tmp_path: Path) -> No
 
 
 def test_the_scheduled_compactor_rolls_local_folders_with_enough_parts(day: list[dict], tmp_path: Path) -> None:
-    import threading
-    import time
-
     from prometheus_client import REGISTRY
 
     from carelake_lake_writer.parquet import Compactor, Lake
@@ -223,17 +198,7 @@ def test_the_scheduled_compactor_rolls_local_folders_with_enough_parts(day: list
     poisoned_before = sorted(p.name for p in poisoned.glob("*.parquet"))
     errors_before = REGISTRY.get_sample_value("carelake_lake_writer_compaction_errors_total") or 0
 
-    compactor, stop = Compactor(Lake.local(tmp_path), interval_s=0.05, min_parts=3), threading.Event()
-    thread = threading.Thread(target=compactor, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while compactor.runs < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        stop.set()
-        thread.join(10)
-    assert compactor.runs >= 1 and not thread.is_alive()
+    run_once(Compactor(Lake.local(tmp_path), interval_s=0.05, min_parts=3))
     assert sorted(p.name for p in poisoned.glob("*.parquet")) == poisoned_before
     assert (REGISTRY.get_sample_value("carelake_lake_writer_compaction_errors_total") or 0) > errors_before
     (poisoned / "part-zz-not-parquet.parquet").unlink()

@@ -7,7 +7,6 @@ Each test makes its own uuid bucket.
 
 from __future__ import annotations
 
-import copy
 import json
 import socket
 import threading
@@ -15,13 +14,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
 
 import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from botocore.config import Config as BotoConfig
+from lake_files import TOPIC, amended, day_of, items, run_once, write_in_batches
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from silver_day import SilverDay
@@ -30,40 +29,21 @@ from streams import TOPICS, Running, produce
 from carelake.config import Settings
 from carelake.errors import CarelakeError, ConfigError, TransientError
 from carelake.stream.admin import create_topics
-from carelake.stream.types import Record, Write
 from carelake.topics import Catalog
 from carelake_lake_writer.parquet import (
     Compactor,
     Lake,
     ParquetSink,
-    SilverAtRest,
     compact,
     compact_all,
     open_lake,
 )
-from carelake_lake_writer.service import LakeWriter, build
+from carelake_lake_writer.service import build
 
 pytestmark = pytest.mark.integration
 
 KEY = SECRET = "testing"
 PREFIX = "lake"
-TOPIC = "t_x.silver.linked.v1"
-
-
-def items(envelopes: list[dict], first_offset: int = 0) -> list[SilverAtRest]:
-    records = [Record.of(e, topic=TOPIC, offset=first_offset + i) for i, e in enumerate(envelopes)]
-    return [o.item for o in LakeWriter(at_rest=True)(records) if isinstance(o, Write) and isinstance(o.item, SilverAtRest)]
-
-
-def write_in_batches(sink: ParquetSink, envelopes: list[dict], size: int) -> None:
-    for start in range(0, len(envelopes), size):
-        sink.write(items(envelopes[start:start + size], first_offset=start))
-
-
-def day_of(envelope: dict) -> str:
-    return str((envelope["event_time"] or envelope["processed_at"]).date())
-
-
 def compacted_rows(resource_type: str) -> float:
     return REGISTRY.get_sample_value("carelake_lake_writer_compacted_rows_total", {"resource_type": resource_type}) or 0
 
@@ -171,11 +151,7 @@ def test_compaction_dedupes_by_id_keeping_the_highest_version_and_deletes_inputs
     write_in_batches(sink, day, 400)
     write_in_batches(sink, day[:1000], 250)  # a redelivery cut into other batches: other part names, same rows
     old = next(e for e in day if e["resource_type"] == "Observation")
-    newer = copy.deepcopy(old)
-    newer["processed_at"] = old["processed_at"] + timedelta(seconds=1)
-    resource = json.loads(newer["resource"])
-    resource["status"] = "amended"
-    newer["resource"] = json.dumps(resource)
+    newer = amended(old)
     sink.write(items([newer], first_offset=len(day) + 1))
     folder = f"{PREFIX}/silver/Observation/day={day_of(old)}/"
     parts = keys(s3_server, bucket, folder)
@@ -253,19 +229,7 @@ def test_the_scheduled_compactor_rolls_a_folder_with_enough_parts_and_leaves_one
     busy_parts = sum(read(s3_server, bucket, k).num_rows for k in keys(s3_server, bucket, busy_folder))
     rows_before = compacted_rows(busy[0])
 
-    compactor = Compactor(lake, interval_s=0.1, min_parts=3)
-    stop = threading.Event()
-    thread = threading.Thread(target=compactor, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while compactor.runs < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert compactor.runs >= 1
-    finally:
-        stop.set()
-        thread.join(10)
-    assert not thread.is_alive()
+    run_once(Compactor(lake, interval_s=0.1, min_parts=3))
 
     after = keys(s3_server, bucket, busy_folder)
     assert len(after) == 1 and after[0].startswith(f"{busy_folder}rolled-")
