@@ -192,11 +192,7 @@ def link_stream(model: Model, events: list[PersonRecord | tuple[str, str]]) -> t
         d = decide(model, event, index.candidates(keys))
         outcomes[d.outcome] += 1
         if d.outcome == "auto_link" and d.euid is not None:
-            group = [d.euid, *d.merge_euids]
-            euid = min(group, key=lambda e: created[e])
-            for e in group:
-                if e != euid:
-                    index.merge(euid, e)
+            euid, _ = index.merge_into_oldest([d.euid, *d.merge_euids], created)
         else:
             euid = new_euid(event.record_key)
             created[euid] = n

@@ -48,7 +48,7 @@ def mpi_against_truth(client, day: Path) -> dict:  # noqa: ANN001 - clickhouse_c
 def lookup_latency(client, n: int = 200, wait_s: float = 20) -> dict:  # noqa: ANN001 - clickhouse_connect Client
     """Patient 360 lookups of ``n`` persons (most sources first) by EUID and by one of their source keys,
     once the lake-writer has refreshed the stored rows (up to ``wait_s``), and from the narrowed view."""
-    from carelake_lake_writer.queries import _from_view, patient_360, person_keys
+    from carelake_lake_writer.queries import patient_360, person_keys, view_row
 
     db = client.database
     people = client.query(f"SELECT euid, identifiers[1] FROM person_records ORDER BY length(sources) DESC, euid "
@@ -65,7 +65,7 @@ def lookup_latency(client, n: int = 200, wait_s: float = 20) -> dict:  # noqa: A
 
     by_euid = sorted(timed(lambda e=e: patient_360(client, db, e)) for e, _ in people)
     by_key = sorted(timed(lambda k=k: patient_360(client, db, k)) for _, k in people)
-    view = sorted(timed(lambda e=e: _from_view(client, db, e, person_keys(client, db, e))) for e, _ in people[:20])
+    view = sorted(timed(lambda e=e: view_row(client, db, e, person_keys(client, db, e))) for e, _ in people[:20])
     served = sum(patient_360(client, db, e)["lookup"]["served_from"] == "rows" for e, _ in people)
 
     def pct(xs: list[float], q: float) -> float:

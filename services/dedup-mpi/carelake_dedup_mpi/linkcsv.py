@@ -140,13 +140,8 @@ def link_records(model: Model, records: list[PersonRecord],
         d = decide(model, rec, index.candidates(keys))
         score = d.matches[0].score if d.matches else None
         if d.outcome == "auto_link" and d.euid is not None:
-            group = [d.euid, *d.merge_euids]
-            survivor = min(group, key=lambda e: created[e])
-            for e in group:
-                if e != survivor:
-                    index.merge(survivor, e)
-                    stats.merges += 1
-            euid = survivor
+            euid, merged = index.merge_into_oldest([d.euid, *d.merge_euids], created)
+            stats.merges += merged
             stats.links += 1
         else:
             euid = new_euid(rec.record_key)

@@ -11,7 +11,7 @@ keeps (two evidence groups or a specific pass shared) are candidates — the str
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from carelake_dedup_mpi import blocking
 from carelake_dedup_mpi.linker import Candidate
@@ -76,6 +76,15 @@ class MemoryIndex:
             self._euid[rk] = survivor
             self._records[rk] = Candidate(self._records[rk].record, survivor)
         self._members.setdefault(survivor, []).extend(moved)
+
+    def merge_into_oldest(self, euids: Sequence[str], created: Mapping[str, int]) -> tuple[str, int]:
+        """Merge ``euids`` into the one created first (a merge keeps the older EUID, as the MPI does);
+        returns (the survivor, how many were merged into it)."""
+        survivor = min(euids, key=created.__getitem__)
+        retired = [e for e in euids if e != survivor]
+        for euid in retired:
+            self.merge(survivor, euid)
+        return survivor, len(retired)
 
     def candidates(self, keys: Sequence[str], exclude: str | None = None) -> list[Candidate]:
         """The indexed records worth scoring (blocking.select: two evidence groups or a specific pass

@@ -143,15 +143,13 @@ def differences(client: Client, database: str) -> int:
 
 
 def current_euids(client: Client, database: str, keys: Iterable[str]) -> set[str]:
-    """The current EUID of each record key (latest MPI event, else latest stamp)."""
+    """The current EUIDs of some record keys (``current_records``)."""
     db = quote_db(database)
     keys = sorted(keys)
     found: set[str] = set()
     for start in range(0, len(keys), 500):  # parameters travel in the URL
         found.update(e for (e,) in client.query(
-            f"SELECT if(l.euid != '', l.euid, s.euid) AS person FROM {db}.current_stamps AS s "
-            f"LEFT JOIN {db}.current_links AS l ON l.record_key = s.record_key "
-            "WHERE s.record_key IN {k:Array(String)} AND person != ''",
+            f"SELECT DISTINCT euid FROM {db}.current_records WHERE record_key IN {{k:Array(String)}} AND euid != ''",
             parameters={"k": keys[start:start + 500]}).result_rows)
     return found
 

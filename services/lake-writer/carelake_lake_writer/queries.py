@@ -69,15 +69,15 @@ def resolve_euid(client: Client, database: str, euid_or_key: str) -> tuple[str |
 
 
 def keys_of(client: Client, database: str, euids: list[str]) -> dict[str, list[str]]:
-    """EUID -> the source record keys (sorted) whose current EUID it is, as ``person_records`` resolves
-    them: a record's latest MPI event, else its latest stamp. Reads one row per candidate record."""
+    """EUID -> the source record keys (sorted) whose current EUID it is (``current_records``: a record's
+    latest MPI event, else its latest stamp). Reads one row per candidate record."""
     db = quote_db(database)
+    # Candidates first (linked to, or stamped with, one of the EUIDs), so current_records is read by key.
     rows = client.query(
-        f"SELECT if(l.euid != '', l.euid, s.euid) AS person, s.record_key FROM {db}.current_stamps AS s "
-        f"LEFT JOIN {db}.current_links AS l ON l.record_key = s.record_key "
-        f"WHERE s.record_key IN (SELECT record_key FROM {db}.current_links WHERE euid IN {{e:Array(String)}} "
+        f"SELECT euid, record_key FROM {db}.current_records "
+        f"WHERE record_key IN (SELECT record_key FROM {db}.current_links WHERE euid IN {{e:Array(String)}} "
         f"UNION ALL SELECT record_key FROM {db}.current_stamps WHERE euid IN {{e:Array(String)}}) "
-        "AND person IN {e:Array(String)}", parameters={"e": list(euids)}).result_rows
+        "AND euid IN {e:Array(String)}", parameters={"e": list(euids)}).result_rows
     out: dict[str, list[str]] = {}
     for person, key in rows:
         out.setdefault(person, []).append(key)
@@ -134,7 +134,8 @@ def _stored_row(client: Client, database: str, euid: str) -> dict[str, Any] | No
     return row
 
 
-def _from_view(client: Client, database: str, euid: str, keys: list[str]) -> dict[str, Any] | None:
+def view_row(client: Client, database: str, euid: str, keys: list[str]) -> dict[str, Any] | None:
+    """The person's row of the patient_360 view, every table read narrowed to their ``keys``."""
     result = client.query(f"SELECT * FROM {quote_db(database)}.patient_360 WHERE euid = {{e:String}}",
                           parameters={"e": euid},
                           settings={"additional_table_filters": person_filters(database, keys)})
@@ -153,10 +154,13 @@ def patient_360(client: Client, database: str, euid_or_key: str) -> dict[str, An
     euid, how = _euid_of_record(client, quote_db(database), key) if key else (euid_or_key.strip(), "euid")
     person, served = (_stored_row(client, database, euid), "rows") if euid else (None, "")
     if person is None:
-        euid, how, keys = resolve_person(client, database, euid_or_key)
+        if key is not None and euid is not None:  # the record's person is known: only their records
+            keys = person_keys(client, database, euid)
+        else:  # an EUID with no fresh row: maybe merged away, maybe unknown
+            euid, how, keys = resolve_person(client, database, euid_or_key)
         if euid is None or not keys:
             return None
-        person, served = _from_view(client, database, euid, keys), "view"
+        person, served = view_row(client, database, euid, keys), "view"
         if person is None:
             return None
     for lab in LABS:

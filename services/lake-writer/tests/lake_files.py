@@ -40,6 +40,16 @@ def amended(envelope: dict) -> dict:
     return newer
 
 
+def redelivered_with_an_amendment(sink: ParquetSink, day: list[dict]) -> dict:
+    """Write the day in batches, redeliver its first 1,000 cut into other batches (other part names,
+    same rows), then a newer version of one Observation; returns that Observation's first version."""
+    write_in_batches(sink, day, 400)
+    write_in_batches(sink, day[:1000], 250)
+    old = next(e for e in day if e["resource_type"] == "Observation")
+    sink.write(items([amended(old)], first_offset=len(day) + 1))
+    return old
+
+
 def run_once(compactor: Compactor, timeout_s: float = 30) -> None:
     """Run the scheduled compactor in its thread until it has completed one run, then stop it."""
     stop = threading.Event()

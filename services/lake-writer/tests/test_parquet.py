@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from lake_files import TOPIC, amended, day_of, items, run_once, write_in_batches
+from lake_files import (
+    TOPIC,
+    day_of,
+    items,
+    redelivered_with_an_amendment,
+    run_once,
+    write_in_batches,
+)
 from silver_day import SilverDay
 
 from carelake.config import Settings
@@ -79,12 +86,7 @@ def test_a_replayed_batch_overwrites_its_files(day: list[dict], tmp_path: Path) 
 def test_compaction_rolls_the_parts_keeping_one_row_per_id_at_its_highest_version(day: list[dict],
                                                                                   tmp_path: Path) -> None:
     sink = ParquetSink(tmp_path)
-    write_in_batches(sink, day, 400)
-    write_in_batches(sink, day[:1000], 250)  # a redelivery cut into other batches: other part names, same rows
-    # A newer version of one Observation (re-processed later, now amended).
-    old = next(e for e in day if e["resource_type"] == "Observation")
-    newer = amended(old)
-    sink.write(items([newer], first_offset=len(day) + 1))
+    old = redelivered_with_an_amendment(sink, day)
     folder = tmp_path / "silver" / "Observation" / f"day={day_of(old)}"
     parts = list(folder.glob("part-*.parquet"))
     assert len(parts) > 3

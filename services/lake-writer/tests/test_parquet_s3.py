@@ -20,7 +20,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from botocore.config import Config as BotoConfig
-from lake_files import TOPIC, amended, day_of, items, run_once, write_in_batches
+from lake_files import (
+    TOPIC,
+    day_of,
+    items,
+    redelivered_with_an_amendment,
+    run_once,
+    write_in_batches,
+)
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from silver_day import SilverDay
@@ -148,11 +155,7 @@ class WatchedLake(Lake):
 def test_compaction_dedupes_by_id_keeping_the_highest_version_and_deletes_inputs_only_after_outputs_exist(
         day: list[dict], lake: Lake, s3_server: str, bucket: str) -> None:
     sink = ParquetSink(lake)
-    write_in_batches(sink, day, 400)
-    write_in_batches(sink, day[:1000], 250)  # a redelivery cut into other batches: other part names, same rows
-    old = next(e for e in day if e["resource_type"] == "Observation")
-    newer = amended(old)
-    sink.write(items([newer], first_offset=len(day) + 1))
+    old = redelivered_with_an_amendment(sink, day)
     folder = f"{PREFIX}/silver/Observation/day={day_of(old)}/"
     parts = keys(s3_server, bucket, folder)
     assert len(parts) > 3

@@ -27,13 +27,16 @@ CREATE VIEW IF NOT EXISTS {db}.current_stamps AS
 SELECT source_patient_key AS record_key, argMaxIf(euid, processed_at, euid != '') AS euid
 FROM {db}.record_stamps GROUP BY source_patient_key;
 
+-- The one rule for a record's person: its latest MPI event, else its latest stamp ('' = none yet).
+-- person_records, the Patient 360 lookups and the stored rows' refresh all read it.
+CREATE VIEW IF NOT EXISTS {db}.current_records AS
+SELECT s.record_key AS record_key, if(l.euid != '', l.euid, s.euid) AS euid
+FROM {db}.current_stamps AS s
+LEFT JOIN {db}.current_links AS l ON l.record_key = s.record_key;
+
 CREATE OR REPLACE VIEW {db}.person_records AS
 SELECT euid, arraySort(groupUniqArray(record_key)) AS identifiers,
        arraySort(groupUniqArray(splitByChar('|', record_key)[1])) AS sources
-FROM (
-    SELECT if(l.euid != '', l.euid, s.euid) AS euid, s.record_key AS record_key
-    FROM {db}.current_stamps AS s
-    LEFT JOIN {db}.current_links AS l ON l.record_key = s.record_key
-)
+FROM {db}.current_records
 WHERE euid != ''
 GROUP BY euid;
